@@ -1,0 +1,198 @@
+"""The Hokusai API key as a secret value that never prints.
+
+A :class:`Secret` shows only its masked form (``hk_live_…wxyz``) in ``repr``, ``str``, f-strings
+and ``format``; it refuses to be pickled; the raw value is available only through
+:meth:`Secret.reveal`, which the HTTP layer calls at the single place where the key is sent.
+
+Every Secret created in this process registers its raw value with :func:`redact`, so any text
+(tracebacks, captured output, log records, reports) can be scrubbed of every key the run knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from typing import Any, NoReturn
+
+from .errors import KeyFormatError
+
+__all__ = [
+    "KEY_PATTERN",
+    "KEY_PREFIXES",
+    "Secret",
+    "mask",
+    "redact",
+]
+
+#: Key environments the platform documents (contract section 3).
+KEY_PREFIXES = ("hk_live_", "hk_test_", "hk_dev_")
+#: Real keys are ``hk_live_`` + 32 alphanumerics; the platform repo's own generator makes 40
+#: (contract section 3, "Key formats"). Anything outside that is reported as KEY_MALFORMED.
+KEY_PATTERN = re.compile(r"^hk_(live|test|dev)_([A-Za-z0-9]{32,40})$")
+_ELLIPSIS = "\u2026"
+
+_registry_lock = threading.Lock()
+_registry: dict[str, str] = {}  # secret part -> masked form
+
+
+def mask(raw: str) -> str:
+    """Return the masked form of a raw key: its prefix, an ellipsis and its last four characters.
+
+    >>> mask("hk_live_" + "a" * 28 + "wxyz")
+    'hk_live_…wxyz'
+    """
+    for prefix in KEY_PREFIXES:
+        if raw.startswith(prefix):
+            body = raw[len(prefix):]
+            return f"{prefix}{_ELLIPSIS}{body[-4:]}" if len(body) > 8 else f"{prefix}{_ELLIPSIS}"
+    if len(raw) > 12:
+        return f"{_ELLIPSIS}{raw[-4:]}"
+    return _ELLIPSIS
+
+
+def _register(raw: str, masked: str) -> None:
+    body = raw
+    for prefix in KEY_PREFIXES:
+        if raw.startswith(prefix):
+            body = raw[len(prefix):]
+            break
+    with _registry_lock:
+        _registry[raw] = masked
+        # The secret part alone (without the prefix) is scrubbed too, if long enough to be
+        # unambiguous: it can show up URL-joined or split from its prefix.
+        if len(body) >= 12:
+            _registry[body] = _ELLIPSIS + body[-4:]
+
+
+def redact(text: str) -> str:
+    """Replace every occurrence of every key created in this process by its masked form.
+
+    Longer values are replaced first, so the full key becomes ``hk_live_…wxyz`` and a stray
+    secret part becomes ``…wxyz``.
+    """
+    if not text:
+        return text
+    with _registry_lock:
+        items = sorted(_registry.items(), key=lambda kv: len(kv[0]), reverse=True)
+    for raw, masked in items:
+        if raw in text:
+            text = text.replace(raw, masked)
+    return text
+
+
+class Secret:
+    """An API key that shows only its masked form.
+
+    >>> key = Secret("hk_live_" + "A1" * 14 + "wxyz")
+    >>> key
+    Secret('hk_live_…wxyz')
+    >>> f"{key}"
+    'hk_live_…wxyz'
+    >>> key.reveal()[:8]
+    'hk_live_'
+    """
+
+    __slots__ = ("_raw", "_masked", "_source")
+
+    def __init__(self, raw: str, *, source: str = "value") -> None:
+        if not isinstance(raw, str):
+            raise TypeError(f"Secret needs a str, not {type(raw).__name__}")
+        raw = raw.strip()
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_masked", mask(raw))
+        object.__setattr__(self, "_source", source)
+        if raw:
+            _register(raw, self._masked)
+
+    # -- the one way out -------------------------------------------------------------------
+    def reveal(self) -> str:
+        """Return the raw key. Call this only where the key is put on the wire."""
+        return self._raw
+
+    # -- safe views ------------------------------------------------------------------------
+    @property
+    def masked(self) -> str:
+        """The masked form, e.g. ``hk_live_…wxyz``."""
+        return self._masked
+
+    @property
+    def source(self) -> str:
+        """Where the key came from (for messages): e.g. ``env HOKUSAI_API_KEY``."""
+        return self._source
+
+    @property
+    def environment(self) -> str | None:
+        """``live``, ``test`` or ``dev`` for a well-formed key, else ``None``."""
+        m = KEY_PATTERN.match(self._raw)
+        return m.group(1) if m else None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, stable, non-reversible identifier: ``sha256:`` + 12 hex digits."""
+        return "sha256:" + hashlib.sha256(self._raw.encode()).hexdigest()[:12]
+
+    def is_well_formed(self) -> bool:
+        """Whether the key matches ``hk_(live|test|dev)_`` + 32 to 40 alphanumerics."""
+        return KEY_PATTERN.match(self._raw) is not None
+
+    def format_problem(self) -> str | None:
+        """Why the key is malformed, in one sentence without the key, or ``None`` if it is fine."""
+        raw = self._raw
+        if not raw:
+            return "the key is empty"
+        if not raw.startswith(KEY_PREFIXES):
+            return "the key does not start with hk_live_, hk_test_ or hk_dev_"
+        body = raw.split("_", 2)[2] if raw.count("_") >= 2 else ""
+        if not body.isalnum() or not body.isascii():
+            return "after its prefix the key must hold only letters and digits (no spaces, quotes or symbols)"
+        if not 32 <= len(body) <= 40:
+            return f"after its prefix the key has {len(body)} characters; Hokusai keys have 32 to 40"
+        return None
+
+    def validate(self) -> Secret:
+        """Return self if well formed, else raise :class:`KeyFormatError` naming the source."""
+        problem = self.format_problem()
+        if problem:
+            raise KeyFormatError(f"Malformed Hokusai API key {self._masked} from {self._source}: {problem}")
+        return self
+
+    def redact(self, text: str) -> str:
+        """Replace this key (and its secret part) in ``text`` with the masked form."""
+        return redact(text)
+
+    # -- never the raw value ---------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Secret({self._masked!r})"
+
+    def __str__(self) -> str:
+        return self._masked
+
+    def __format__(self, spec: str) -> str:
+        return format(self._masked, spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self._raw == other._raw
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._raw))
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "a Secret cannot be pickled (it would write the raw API key); pass the key through the "
+            "environment instead"
+        )
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
