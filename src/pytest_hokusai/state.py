@@ -1,0 +1,156 @@
+"""The run's shared state: check outcomes, findings and timings, read by the diagnosis and the
+reports. One :class:`RunState` per pytest run lives in ``config.stash[STATE_KEY]``.
+
+This module is plain data: no pytest hooks, no I/O.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .evidence import Exchange, Recorder
+
+__all__ = [
+    "CATEGORIES",
+    "CheckResult",
+    "Finding",
+    "RunState",
+    "TimingSeries",
+    "percentile",
+]
+
+#: Diagnosis categories, as in DESIGN.md's code table.
+CATEGORIES = ("network", "deployment", "configuration", "credentials", "security", "client", "other")
+
+
+@dataclass
+class Finding:
+    """One diagnosis: a root cause (``primary``) or a consequence / independent finding."""
+
+    code: str  #: e.g. SERVICE_ID_REJECTED (DESIGN.md table)
+    category: str
+    summary: str  #: one sentence built from the evidence
+    evidence: list[str] = field(default_factory=list)  #: Exchange.summary() lines and facts
+    remediation: str = ""
+    primary: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "category": self.category,
+            "primary": self.primary,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "remediation": self.remediation,
+        }
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one collected live check (one test item)."""
+
+    nodeid: str
+    outcome: str  #: passed | failed | skipped | error
+    duration_s: float = 0.0
+    markers: list[str] = field(default_factory=list)
+    diagnosis: str | None = None  #: the code attached to this check's failure, if any
+    message: str = ""  #: short (redacted) failure or skip reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "outcome": self.outcome,
+            "duration_s": round(self.duration_s, 4),
+            "markers": list(self.markers),
+            "diagnosis": self.diagnosis,
+        }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty list; 0.0 for an empty one."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class TimingSeries:
+    """Latency samples (milliseconds or seconds, as the name says) of one measure."""
+
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.samples.append(value)
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "p50": round(statistics.median(self.samples), 2) if self.samples else 0,
+            "p95": round(percentile(self.samples, 95), 2),
+            "n": len(self.samples),
+        }
+
+
+@dataclass
+class RunState:
+    """Everything the run learned; filled by the plugin's hooks and fixtures."""
+
+    recorder: Recorder = field(default_factory=Recorder)
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    #: named latency series: auth_validate_ms, proxy_request_ms, and per-endpoint series
+    timings: dict[str, TimingSeries] = field(default_factory=dict)
+    registration_s: float | None = None
+    #: target block of the JSON report (mode, urls, masked key, versions)
+    target: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def time(self, name: str, value: float) -> None:
+        with self._lock:
+            self.timings.setdefault(name, TimingSeries()).add(value)
+
+    def record_check(self, result: CheckResult) -> None:
+        with self._lock:
+            previous = self.checks.get(result.nodeid)
+            # setup error or call failure wins over a later teardown pass
+            if previous is None or previous.outcome == "passed" or result.outcome in ("failed", "error"):
+                if previous is not None and result.outcome == "passed":
+                    return
+                self.checks[result.nodeid] = result
+
+    @property
+    def live_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks.values() if "live" in c.markers]
+
+    @property
+    def verdict(self) -> str:
+        """``pass`` only when live checks ran and every one passed (a skip is not a pass)."""
+        live = self.live_checks
+        if not live:
+            return "fail" if self.findings else "pass"
+        return "pass" if all(c.outcome == "passed" for c in live) and not self.findings else "fail"
+
+    @property
+    def primary(self) -> Finding | None:
+        return next((f for f in self.findings if f.primary), None)
+
+    def exchanges(self) -> list[Exchange]:
+        return self.recorder.all()
+
+    def timings_block(self) -> dict[str, Any]:
+        """The ``timings`` object of the JSON report."""
+        block: dict[str, Any] = {}
+        for name in ("auth_validate_ms", "proxy_request_ms"):
+            block[name] = self.timings.get(name, TimingSeries()).summary()
+        block["registration_s"] = round(self.registration_s, 3) if self.registration_s is not None else 0.0
+        for name, series in sorted(self.timings.items()):
+            if name not in block:
+                block[name] = series.summary()
+        return block
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
