@@ -128,11 +128,13 @@ class RunState:
 
     @property
     def verdict(self) -> str:
-        """``pass`` only when live checks ran and every one passed (a skip is not a pass)."""
+        """``pass`` only when no live check failed or errored, at least one passed, and there is
+        no finding. A run whose live checks all skipped is a ``fail``: a deploy gate must never
+        pass by skipping. A check skipped for a missing optional part (the SDK) does not fail it."""
         live = self.live_checks
-        if not live:
-            return "fail" if self.findings else "pass"
-        return "pass" if all(c.outcome == "passed" for c in live) and not self.findings else "fail"
+        if any(c.outcome in ("failed", "error") for c in live) or any(f.primary for f in self.findings):
+            return "fail"
+        return "pass" if any(c.outcome == "passed" for c in live) else "fail"
 
     @property
     def primary(self) -> Finding | None:
