@@ -1,16 +1,23 @@
-"""pytest-hokusai's entry point: options, configuration, report header. Nothing costly here.
+"""pytest-hokusai's entry point: options, configuration, report header, and the hooks that turn
+check outcomes into a verdict, a diagnosis and reports.
 
-Importing this module must not import mlflow, sklearn, pandas, fastapi or uvicorn.
+Importing this module must not import mlflow, sklearn, pandas, fastapi or uvicorn: those load
+inside the fixtures, the stack and the report code that need them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import pytest
 
-from ._keys import KEYS_KEY, RECORDER_KEY, SETTINGS_KEY
-from .evidence import Recorder
-from .settings import SETTINGS, HokusaiSettings, resolve_keys, settings_from_config
+from ._keys import KEYS_KEY, RECORDER_KEY, SETTINGS_KEY, STATE_KEY
 from .errors import SettingsError
+from .markers import MARKERS
+from .redaction import install_log_redaction, scrub_report
+from .runtime import KEY_MISSING_MESSAGE, HokusaiRun
+from .settings import SETTINGS, HokusaiSettings, resolve_keys, settings_from_config
 
 GROUP_DESCRIPTION = "Hokusai platform live checks (pytest-hokusai)"
 
@@ -28,19 +35,66 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def get_settings(config: pytest.Config) -> HokusaiSettings:
-    """The run's resolved :class:`HokusaiSettings` (resolved once, in ``pytest_configure``)."""
+    """The run's resolved :class:`HokusaiSettings` as configured (before the local stack applies)."""
     return config.stash[SETTINGS_KEY]
+
+
+def get_run(config: pytest.Config) -> HokusaiRun:
+    """The run object (:class:`pytest_hokusai.runtime.HokusaiRun`) of this pytest process."""
+    run: HokusaiRun = config.stash[STATE_KEY]
+    return run
+
+
+def _selects_live(config: pytest.Config) -> bool:
+    markexpr = str(config.getoption("markexpr", "") or "")
+    return "live" in markexpr and "not live" not in markexpr
+
+
+def _progress_writer(config: pytest.Config) -> Any:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return None
+    return lambda line: reporter.write_line(f"hokusai: {line}")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     settings = settings_from_config(config)
-    config.stash[SETTINGS_KEY] = settings
     try:
-        config.stash[KEYS_KEY] = resolve_keys(settings)
+        keys = resolve_keys(settings)
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[RECORDER_KEY] = Recorder()
+    config.stash[SETTINGS_KEY] = settings
+    config.stash[KEYS_KEY] = keys
+    workerinput = getattr(config, "workerinput", None)
+    run = HokusaiRun(settings, keys, workerinput=workerinput, progress=_progress_writer(config))
+    config.stash[STATE_KEY] = run
+    config.stash[RECORDER_KEY] = run.state.recorder
+    install_log_redaction()
+
+    from .hooks_impl import HokusaiReporting
+
+    config.pluginmanager.register(HokusaiReporting(config, run), "hokusai-reporting")
+    if config.pluginmanager.hasplugin("xdist"):
+        from .hooks_impl import HokusaiXdist
+
+        config.pluginmanager.register(HokusaiXdist(run), "hokusai-xdist")
+
+    # A deploy gate must never pass by skipping: `-m live` against remote without a key is a usage error.
+    if workerinput is None and not settings.is_local and keys.primary is None and _selects_live(config):
+        run.state.target = run.target_block()
+        from .hooks_impl import write_key_missing_reports
+
+        write_key_missing_reports(run, settings)
+        raise pytest.UsageError(KEY_MISSING_MESSAGE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(STATE_KEY, None)
+    if run is not None:
+        run.stop()  # safety net; the session normally stops the stack in pytest_sessionfinish
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -48,11 +102,34 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings is None:
         return []
     keys = config.stash.get(KEYS_KEY, None)
-    key = keys.primary.masked if keys and keys.primary else "not set"
+    from .runtime import environment_versions
+
+    versions = environment_versions()
+    version_line = ", ".join(f"{name} {value or 'not installed'}" for name, value in versions.items())
     if settings.is_local:
-        return [f"hokusai: target local (bundled reference stack), key minted at start"]
-    return [
-        f"hokusai: target {settings.target}, api {settings.api_url}, auth {settings.auth_url}, key {key}",
-        f"hokusai: tracking uri {settings.tracking_uri}, service_id {settings.service_id}, "
-        f"timeout {settings.timeout:g}s",
-    ]
+        lines = ["hokusai: target local (bundled reference stack; keys are minted at start)"]
+    else:
+        key = keys.primary.masked if keys and keys.primary else "not set"
+        lines = [
+            f"hokusai: target {settings.target}, api {settings.api_url}, auth {settings.auth_url}, key {key}",
+            f"hokusai: tracking uri {settings.tracking_uri}, service_id {settings.service_id}, "
+            f"timeout {settings.timeout:g}s",
+        ]
+    lines.append(f"hokusai: versions: {version_line}")
+    return lines
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, None]:
+    run = item.config.stash.get(STATE_KEY, None)
+    if run is None:
+        yield
+        return
+    with run.state.recorder.context(nodeid=item.nodeid):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
+    scrub_report(outcome.get_result())

@@ -160,7 +160,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 _parse_url, None, metavar="URL"),
     SettingSpec("direct-mlflow-url", "MLflow behind the balancer without the API service, for comparison "
                 "probes (default: {api-url}/mlflow)", _parse_url, None, metavar="URL"),
-    SettingSpec("service-id", "service_id sent to the auth service when validating the key",
+    SettingSpec("service-id", "The service_id sent to the auth service when validating the key",
                 _parse_service_id, "platform", metavar="ID"),
     SettingSpec("report-json", "Write the machine-readable run summary (schema pytest-hokusai/1) to PATH",
                 _parse_path, None, metavar="PATH"),

@@ -148,7 +148,10 @@ class RunState:
         block: dict[str, Any] = {}
         for name in ("auth_validate_ms", "proxy_request_ms"):
             block[name] = self.timings.get(name, TimingSeries()).summary()
-        block["registration_s"] = round(self.registration_s, 3) if self.registration_s is not None else 0.0
+        registration = self.registration_s
+        if registration is None and self.timings.get("registration_s"):
+            registration = statistics.median(self.timings["registration_s"].samples)
+        block["registration_s"] = round(registration, 3) if registration is not None else 0.0
         for name, series in sorted(self.timings.items()):
             if name not in block:
                 block[name] = series.summary()

@@ -1,0 +1,288 @@
+"""The stateful hook implementations behind plugin.py: outcomes, diagnosis, reports, xdist.
+
+Registered by ``plugin.pytest_configure`` as plugin objects, so that ``plugin.py`` stays thin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .evidence import Exchange
+from .local import WORKERINPUT_KEY
+from .markers import concern_names
+from .redaction import scrub_report
+from .runtime import HokusaiRun
+from .secret import redact
+from .settings import HokusaiSettings
+from .state import CheckResult, Finding
+
+__all__ = ["HokusaiReporting", "HokusaiXdist", "write_key_missing_reports"]
+
+REPORT_ATTR = "hokusai"  # custom TestReport attribute; pytest-xdist serialises it to the controller
+SUPPORTED_MLFLOW = ((2, 9), (4, 0))  # [min, max) of the MLflow client versions the checks know
+
+
+def _is_live(item_or_report: Any) -> bool:
+    return "live" in getattr(item_or_report, "keywords", {})
+
+
+def _exchange_timings(exchanges: list[Exchange], settings: HokusaiSettings | None) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for ex in exchanges:
+        if not ex.ok:
+            continue
+        if "/api/v1/keys/validate" in ex.url:
+            out.setdefault("auth_validate_ms", []).append(ex.elapsed_ms)
+        elif settings is not None and ex.url.startswith(settings.tracking_uri) and ex.label != "mlflow-client":
+            out.setdefault("proxy_request_ms", []).append(ex.elapsed_ms)
+    return out
+
+
+def _mlflow_version_problem() -> str | None:
+    from importlib import metadata
+
+    try:
+        version = metadata.version("mlflow")
+    except metadata.PackageNotFoundError:
+        return "mlflow is not installed; install pytest-hokusai with its dependencies (pip install pytest-hokusai)"
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return None
+    low, high = SUPPORTED_MLFLOW
+    if not low <= parts < high:
+        return (f"the installed MLflow client {version} is not supported (need >= {low[0]}.{low[1]} and < "
+                f"{high[0]}.{high[1]}); install a supported one, e.g. pip install 'mlflow>=3.9,<3.12'")
+    return None
+
+
+def write_key_missing_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
+    """On a KEY_MISSING usage error, still leave a JSON/Markdown verdict for the pipeline."""
+    from .diagnosis import RULES
+
+    rule = RULES["KEY_MISSING"]
+    run.state.findings = [Finding(code="KEY_MISSING", category=rule.category, primary=True,
+                                  summary="No Hokusai API key is configured, so no check could run.",
+                                  evidence=["HOKUSAI_API_KEY is unset and no --hokusai-api-key-file was given"],
+                                  remediation=rule.fix)]
+    _write_reports(run, settings)
+
+
+def _write_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
+    if settings.report_json is None and settings.report_md is None:
+        return
+    from datetime import datetime, timezone
+
+    from .report.json_report import build_json_report, write_json_report
+    from .report.markdown import render_markdown, write_markdown
+
+    report = build_json_report(run.state, settings, run.state.target or run.target_block())
+    if settings.report_json is not None:
+        write_json_report(settings.report_json, report)
+    if settings.report_md is not None:
+        write_markdown(settings.report_md, render_markdown(report, generated_at=datetime.now(timezone.utc)))
+
+
+class HokusaiReporting:
+    """Per-test evidence and diagnosis, the run's verdict, reports and terminal summary."""
+
+    def __init__(self, config: pytest.Config, run: HokusaiRun) -> None:
+        self.config = config
+        self.run = run
+        self.is_worker = hasattr(config, "workerinput")
+        self.distributed = not self.is_worker and bool(getattr(config.option, "numprocesses", None))
+        self.live_selected = False
+
+    # -- collection ----------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self.live_selected = any(_is_live(item) for item in items)
+        if not self.live_selected:
+            return
+        problem = _mlflow_version_problem()
+        if problem:
+            raise pytest.UsageError(problem)
+        settings = self.run.base_settings
+        if not settings.is_local and self.run.base_keys.primary is None:
+            if not self.is_worker:
+                write_key_missing_reports(self.run, settings)
+            from .runtime import KEY_MISSING_MESSAGE
+
+            raise pytest.UsageError(KEY_MISSING_MESSAGE)
+
+    # -- start the local stack on the controller when running distributed ----------------------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.distributed and self.run.local is not None:
+            self.run.local.ensure()
+
+    # -- per test --------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        if _is_live(item):
+            self._annotate(item, report)
+        scrub_report(report)
+
+    def _annotate(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        recorder = self.run.state.recorder
+        exchanges: list[Exchange] = []
+        data: dict[str, Any] = {}
+        if report.when == "call" or report.failed:
+            exchanges = recorder.for_node(item.nodeid)
+            data["exchanges"] = [ex.to_dict() for ex in exchanges]
+            data["timings"] = self.run.drain_measurements(item.nodeid)
+        if report.failed:
+            finding = self._diagnose_failure(exchanges)
+            if finding is not None:
+                data["diagnosis"] = finding.code
+                data["summary"] = finding.summary
+                data["remediation"] = finding.remediation
+                _prefix_failure(report, finding)
+        if data:
+            setattr(report, REPORT_ATTR, data)
+
+    def _diagnose_failure(self, exchanges: list[Exchange]) -> Finding | None:
+        try:
+            evidence = self.run.ensure_triage()
+            from .diagnosis import finding_for_failure
+
+            return finding_for_failure(evidence, exchanges)
+        except Exception as exc:  # diagnosis must never hide the check's own failure
+            self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
+            return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
+        if report.when == "call" or (report.when != "call" and not report.passed):
+            if report.when == "teardown" and report.passed:
+                return
+            data = getattr(report, REPORT_ATTR, None) or {}
+            outcome = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
+            if report.when == "setup" and report.skipped:
+                outcome = "skipped"
+            message = ""
+            if report.failed or report.skipped:
+                message = _short_message(report)
+            result = CheckResult(
+                nodeid=report.nodeid, outcome=outcome, duration_s=report.duration,
+                markers=concern_names(report.keywords), diagnosis=data.get("diagnosis"), message=message,
+            )
+            self.run.state.record_check(result)
+            for name, values in (data.get("timings") or {}).items():
+                for value in values:
+                    self.run.state.time(name, value)
+            exchanges = [Exchange(**ex) for ex in data.get("exchanges", [])]
+            if self.distributed:
+                for ex in exchanges:
+                    self.run.state.recorder.add(ex)
+            for name, values in _exchange_timings(exchanges, self.run.settings_if_known()).items():
+                for value in values:
+                    self.run.state.time(name, value)
+
+    # -- end of run ------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            self.run.stop()
+            return
+        state = self.run.state
+        state.target = self.run.target_block()
+        live = state.live_checks
+        if any(c.outcome in ("failed", "error") for c in live):
+            try:
+                evidence = self.run.ensure_triage()
+                evidence.exchanges.extend(e for e in state.recorder.all() if not (e.label or "").startswith("probe:"))
+                from .diagnosis import diagnose
+
+                state.findings = diagnose(evidence)
+            except Exception as exc:
+                self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
+            if not state.findings:
+                failed = [c for c in live if c.outcome in ("failed", "error")]
+                state.findings = [Finding(
+                    code="UNEXPECTED_RESPONSE", category="other", primary=True,
+                    summary=f"{len(failed)} live check(s) failed and no rule explains it.",
+                    evidence=[f"{c.nodeid}: {c.message}" for c in failed[:10]]
+                    + ([f"diagnosis error: {self.run.triage_error}"] if self.run.triage_error else []),
+                    remediation="Read the failing checks' transcripts in the HTML report and the evidence above.",
+                )]
+        if self.live_selected or live:
+            _write_reports(self.run, self.run.settings_if_known() or self.run.base_settings)
+        self.run.stop()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        state = self.run.state
+        if not state.live_checks and not state.findings:
+            return
+        tr = terminalreporter
+        tr.section("hokusai diagnosis", sep="=", bold=True, red=state.verdict == "fail",
+                   green=state.verdict == "pass")
+        tr.write_line(f"verdict: {state.verdict.upper()}  (target {state.target.get('mode')}, "
+                      f"api {state.target.get('api_url')}, key {state.target.get('key')})")
+        if not state.findings:
+            tr.write_line("no findings: every selected live check passed")
+        for finding in state.findings:
+            head = "ROOT CAUSE" if finding.primary else "also"
+            tr.write_line(f"{head}: {finding.code} [{finding.category}] {finding.summary}")
+            for line in finding.evidence[:6]:
+                tr.write_line(f"    evidence: {line}")
+            if finding.remediation:
+                tr.write_line(f"    fix: {finding.remediation}")
+        if self.run.triage_error:
+            tr.write_line(f"(diagnosis incomplete: {self.run.triage_error})")
+        settings = self.run.base_settings
+        for label, path in (("json", settings.report_json), ("markdown", settings.report_md)):
+            if path is not None:
+                tr.write_line(f"hokusai {label} report: {path}")
+
+
+def _short_message(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return redact(str(longrepr[2]))
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return redact(str(crash.message).splitlines()[0] if crash.message else "")
+    text = str(longrepr or "").strip().splitlines()
+    return redact(text[-1] if text else "")
+
+
+def _prefix_failure(report: pytest.TestReport, finding: Finding) -> None:
+    """Make the failure message start with the diagnosis code and summary (terminal, JUnit, HTML)."""
+    head = f"{finding.code}: {finding.summary}"
+    longrepr = report.longrepr
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        if not str(crash.message).startswith(finding.code):
+            crash.message = f"{head}\n{crash.message}"
+        if hasattr(longrepr, "addsection"):
+            lines = [head] + [f"evidence: {e}" for e in finding.evidence[:8]]
+            if finding.remediation:
+                lines.append(f"fix: {finding.remediation}")
+            longrepr.addsection("hokusai diagnosis", "\n".join(lines))
+    elif isinstance(longrepr, str):
+        if not longrepr.startswith(finding.code):
+            report.longrepr = f"{head}\nfix: {finding.remediation}\n\n{longrepr}"
+    elif longrepr is not None and not isinstance(longrepr, tuple):
+        report.longrepr = f"{head}\nfix: {finding.remediation}\n\n{longrepr}"
+
+
+class HokusaiXdist:
+    """pytest-xdist glue: hand the controller's local stack to every worker."""
+
+    def __init__(self, run: HokusaiRun) -> None:
+        self.run = run
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.run.local is not None:
+            node.workerinput[WORKERINPUT_KEY] = self.run.local.ensure().to_wire()

@@ -1,0 +1,127 @@
+"""The plugin's side of ``--hokusai-target=local``: start the bundled stack once per run.
+
+Without xdist the stack starts lazily, the first time a fixture needs it, and stops at the end of
+the session. Under pytest-xdist the controller starts it once in ``pytest_sessionstart`` and hands
+its URLs and minted keys to every worker through ``workerinput`` (no file lock is needed: workers
+never start a stack of their own, so none can stop it under another's feet).
+
+This module imports the stack launcher only when a stack is actually started.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import StackError
+from .secret import Secret
+from .settings import HokusaiKeys, HokusaiSettings
+
+__all__ = ["LocalTarget", "LocalTargetInfo", "WORKERINPUT_KEY"]
+
+WORKERINPUT_KEY = "hokusai_local_stack"
+
+
+@dataclass
+class LocalTargetInfo:
+    """What the checks need of a running local stack: URLs, minted keys and the stack handle."""
+
+    api_url: str
+    auth_url: str
+    tracking_uri: str
+    direct_mlflow_url: str
+    keys: HokusaiKeys
+    stack_json: str  #: Stack.to_json(): lets a worker mint more keys (admin token inside)
+    faults: tuple[str, ...] = ()
+
+    def to_wire(self) -> str:
+        """Serialise for xdist workerinput (raw keys included: it never touches disk or output)."""
+        return json.dumps({
+            "api_url": self.api_url, "auth_url": self.auth_url, "tracking_uri": self.tracking_uri,
+            "direct_mlflow_url": self.direct_mlflow_url, "stack_json": self.stack_json,
+            "faults": list(self.faults),
+            "keys": {name: (k.reveal() if k else None) for name, k in
+                     (("primary", self.keys.primary), ("readonly", self.keys.readonly),
+                      ("revoked", self.keys.revoked))},
+        })
+
+    @classmethod
+    def from_wire(cls, text: str) -> LocalTargetInfo:
+        data = json.loads(text)
+        keys = {n: Secret(v, source=f"local stack ({n} key)") if v else None for n, v in data["keys"].items()}
+        return cls(
+            api_url=data["api_url"], auth_url=data["auth_url"], tracking_uri=data["tracking_uri"],
+            direct_mlflow_url=data["direct_mlflow_url"], stack_json=data["stack_json"],
+            faults=tuple(data.get("faults", ())),
+            keys=HokusaiKeys(primary=keys["primary"], readonly=keys["readonly"], revoked=keys["revoked"]),
+        )
+
+    def apply(self, settings: HokusaiSettings) -> HokusaiSettings:
+        return settings.with_urls(
+            api_url=self.api_url, auth_url=self.auth_url, tracking_uri=self.tracking_uri,
+            direct_mlflow_url=self.direct_mlflow_url,
+        )
+
+
+class LocalTarget:
+    """Owns the run's local stack: starts it once, mints the run's keys, stops it."""
+
+    def __init__(self, *, progress: Callable[[str], None] | None = None, wire: str | None = None,
+                 faults: tuple[str, ...] = ()) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._info: LocalTargetInfo | None = LocalTargetInfo.from_wire(wire) if wire else None
+        self._context: Any = None
+        self._stack: Any = None
+        self._error: BaseException | None = None
+        self._faults = faults
+
+    @property
+    def started_here(self) -> bool:
+        return self._stack is not None
+
+    @property
+    def stack(self) -> Any:
+        """The launcher's Stack object when this process started it, else None."""
+        return self._stack
+
+    def ensure(self) -> LocalTargetInfo:
+        """Start the stack and mint keys on first use; re-raise the first failure afterwards."""
+        with self._lock:
+            if self._info is not None:
+                return self._info
+            if self._error is not None:
+                raise StackError(f"the local stack failed to start earlier in this run: {self._error}")
+            try:
+                self._info = self._start()
+            except BaseException as exc:
+                self._error = exc
+                self.stop()
+                raise
+            return self._info
+
+    def _start(self) -> LocalTargetInfo:
+        from .stack import start_stack  # heavy part loads only now
+
+        context = start_stack(faults=self._faults, progress=self._progress)
+        self._context = context
+        stack = context.__enter__()
+        self._stack = stack
+        primary = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai write key")
+        readonly = stack.mint_key(scopes=("read",), name="pytest-hokusai read-only key")
+        revoked = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai revoked key")
+        stack.revoke(revoked)
+        keys = HokusaiKeys(primary=primary, readonly=readonly, revoked=revoked)
+        return LocalTargetInfo(
+            api_url=stack.api_url, auth_url=stack.auth_url, tracking_uri=stack.tracking_uri,
+            direct_mlflow_url=stack.direct_mlflow_url, keys=keys, stack_json=stack.to_json(),
+            faults=tuple(self._faults),
+        )
+
+    def stop(self) -> None:
+        context, self._context = self._context, None
+        self._stack = None
+        if context is not None:
+            context.__exit__(None, None, None)

@@ -1,0 +1,81 @@
+"""Last line of defence: scrub every known API key from log records and test reports.
+
+The package never formats a raw key on purpose, but third-party frames can hold one (a
+``headers`` dict inside requests shown by ``--showlocals``, a URL with ``?api_key=``, a log line
+from a library). Two mechanisms cover what pytest shows and writes:
+
+* a log-record factory that redacts each record's message (and pre-formats exception text), so
+  live logs, captured logs and any handler see the masked form;
+* :func:`scrub_report`, applied to every test and collection report before terminal, JUnit and
+  HTML reporters read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from .secret import redact
+
+__all__ = ["install_log_redaction", "scrub_report", "uninstall_log_redaction"]
+
+_original_factory: Any = None
+
+
+def install_log_redaction() -> None:
+    """Wrap the logging record factory so every record's text is redacted. Idempotent."""
+    global _original_factory
+    if _original_factory is not None:
+        return
+    base = logging.getLogRecordFactory()
+    _original_factory = base
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken %-format is the caller's bug; leave the record alone
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text = redact(text)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def uninstall_log_redaction() -> None:
+    global _original_factory
+    if _original_factory is not None:
+        logging.setLogRecordFactory(_original_factory)
+        _original_factory = None
+
+
+def _redact_longrepr(longrepr: Any) -> Any:
+    if longrepr is None:
+        return None
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # skip: (path, lineno, reason)
+        path, lineno, reason = longrepr
+        return (path, lineno, redact(str(reason)))
+    if isinstance(longrepr, str):
+        return redact(longrepr)
+    text = str(longrepr)
+    clean = redact(text)
+    if clean == text:
+        return longrepr  # keep the structured repr (colours, reprcrash for JUnit messages)
+    return clean
+
+
+def scrub_report(report: Any) -> None:
+    """Redact every known key from a TestReport or CollectReport, in place."""
+    report.longrepr = _redact_longrepr(getattr(report, "longrepr", None))
+    sections = getattr(report, "sections", None)
+    if sections:
+        report.sections = [(redact(title), redact(content)) for title, content in sections]
+    props = getattr(report, "user_properties", None)
+    if props:
+        report.user_properties = [(name, redact(v) if isinstance(v, str) else v) for name, v in props]

@@ -1,0 +1,143 @@
+"""The run object: effective settings and keys (local stack applied), run state, triage.
+
+One :class:`HokusaiRun` per pytest process lives in ``config.stash[STATE_KEY]``; fixtures, the
+diagnosis hooks and the reports all read it, so the local stack is started in exactly one place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from .errors import StackError
+from .local import WORKERINPUT_KEY, LocalTarget, LocalTargetInfo
+from .secret import Secret
+from .settings import HokusaiKeys, HokusaiSettings
+from .state import RunState
+
+__all__ = ["HokusaiRun", "KEY_MISSING_MESSAGE", "environment_versions"]
+
+KEY_MISSING_MESSAGE = (
+    "KEY_MISSING: no Hokusai API key is configured for target 'remote'. Export HOKUSAI_API_KEY=hk_live_... "
+    "(or pass --hokusai-api-key-file PATH), or run against the bundled local stack with "
+    "--hokusai-target=local."
+)
+
+
+def environment_versions() -> dict[str, Any]:
+    """Versions of the client-side parts, read from package metadata (no heavy imports)."""
+    from importlib import metadata
+
+    versions: dict[str, Any] = {"python": sys.version.split()[0]}
+    for dist in ("mlflow", "scikit-learn", "pandas", "numpy", "requests", "pytest", "pytest-html"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    try:
+        versions["hokusai-ml-platform"] = metadata.version("hokusai-ml-platform")
+    except metadata.PackageNotFoundError:
+        versions["hokusai-ml-platform"] = None
+    return versions
+
+
+class HokusaiRun:
+    """Everything one pytest process knows about the run."""
+
+    def __init__(self, settings: HokusaiSettings, keys: HokusaiKeys, *, workerinput: dict[str, Any] | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.base_settings = settings
+        self.base_keys = keys
+        self.state = RunState()
+        self.is_worker = workerinput is not None
+        self.local: LocalTarget | None = None
+        if settings.is_local:
+            wire = (workerinput or {}).get(WORKERINPUT_KEY)
+            faults = tuple(f for f in os.environ.get("HOKUSAI_STACK_FAULTS", "").split(",") if f)
+            self.local = LocalTarget(progress=progress, wire=wire, faults=faults)
+        self.triage: Any = None  #: TriageEvidence once triage ran
+        self.triage_error: str | None = None
+        self._measurements: dict[str, dict[str, list[float]]] = {}
+
+    # -- effective target -------------------------------------------------------------------
+    def local_info(self) -> LocalTargetInfo | None:
+        return self.local.ensure() if self.local is not None else None
+
+    @property
+    def local_started(self) -> bool:
+        return self.local is not None and (self.local.started_here or self.local._info is not None)
+
+    def settings(self) -> HokusaiSettings:
+        info = self.local_info()
+        return info.apply(self.base_settings) if info else self.base_settings
+
+    def keys(self) -> HokusaiKeys:
+        info = self.local_info()
+        return info.keys if info else self.base_keys
+
+    def primary_key(self) -> Secret | None:
+        return self.keys().primary
+
+    def target_block(self) -> dict[str, Any]:
+        """The JSON report's ``target`` object (masked key, versions); never starts the stack."""
+        settings = self.base_settings
+        keys = self.base_keys
+        if self.local is not None and self.local._info is not None:
+            settings = self.local._info.apply(settings)
+            keys = self.local._info.keys
+        versions = environment_versions()
+        return {
+            "mode": settings.target,
+            "api_url": settings.api_url,
+            "auth_url": settings.auth_url,
+            "tracking_uri": settings.tracking_uri,
+            "direct_mlflow_url": settings.direct_mlflow_url,
+            "service_id": settings.service_id,
+            "key": keys.primary.masked if keys.primary else None,
+            "key_fingerprint": keys.primary.fingerprint if keys.primary else None,
+            "versions": versions,
+            "sdk_installed": versions.get("hokusai-ml-platform") is not None,
+        }
+
+    def settings_if_known(self) -> HokusaiSettings | None:
+        """Effective settings without starting anything (None when the stack never started)."""
+        if self.local is None:
+            return self.base_settings
+        return self.local._info.apply(self.base_settings) if self.local._info is not None else None
+
+    # -- measurements made by checks ----------------------------------------------------------
+    def measure(self, name: str, value: float, *, nodeid: str | None = None) -> None:
+        """Record a timing sample (``*_ms`` or ``*_s``) for the JSON ``timings`` block.
+
+        Samples are attached to the current test's report, so they reach the controller under xdist.
+        """
+        key = nodeid or "<session>"
+        self._measurements.setdefault(key, {}).setdefault(name, []).append(value)
+
+    def drain_measurements(self, nodeid: str) -> dict[str, list[float]]:
+        return self._measurements.pop(nodeid, {})
+
+    # -- triage ---------------------------------------------------------------------------
+    def ensure_triage(self) -> Any:
+        """Run the triage probes once per process (bounded) and return their evidence."""
+        if self.triage is None:
+            from .diagnosis import run_triage
+            from .http import HokusaiSession
+
+            settings = self.settings_if_known() or self.base_settings
+            keys = self.keys() if (self.local is None or self.local._info is not None) else self.base_keys
+
+            def session_factory(**kwargs: Any) -> HokusaiSession:
+                kwargs.setdefault("recorder", self.state.recorder)
+                return HokusaiSession(**kwargs)
+
+            self.triage = run_triage(settings, keys, session_factory)
+        return self.triage
+
+    def stop(self) -> None:
+        if self.local is not None:
+            try:
+                self.local.stop()
+            except StackError:
+                pass

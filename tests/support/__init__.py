@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (not part of the installed package)."""
