@@ -39,14 +39,7 @@ HEALTH_PATH = "/health"
 
 
 class _Missing:
-    """Sentinel type: "use the client's configured service_id"."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    """Sentinel type: "use the client's configured service_id" (one instance: :data:`MISSING`)."""
 
     def __repr__(self) -> str:
         return "MISSING"
@@ -149,13 +142,13 @@ _REGISTERED_PATTERNS = tuple(re.compile(p, re.IGNORECASE) for p in (
     # "key's service is 'platform'", "key service_id: platform"
     r"key(?:'s)?\s+service(?:[ _]?id)?\s*(?:is|=|:)\s*" + _ID,
     # "belongs to service 'platform'", "is valid for service platform", "issued for the platform service"
-    r"(?:belongs\s+to|valid\s+(?:only\s+)?for|issued\s+for|scoped\s+to)\s+(?:the\s+)?service(?:[ _]?id)?\s*" + _ID,
-    r"(?:belongs\s+to|valid\s+(?:only\s+)?for|issued\s+for|registered\s+for|scoped\s+to)\s+(?:the\s+)?"
+    r"\b(?:belongs\s+to|valid\s+(?:only\s+)?for|issued\s+for|scoped\s+to)\s+(?:the\s+)?service(?:[ _]?id)?\s*" + _ID,
+    r"\b(?:belongs\s+to|valid\s+(?:only\s+)?for|issued\s+for|registered\s+for|scoped\s+to)\s+(?:the\s+)?"
     + _ID + r"\s+service\b",
 ))
 _STOPWORDS = {"is", "the", "a", "an", "id", "service", "service_id", "and", "or", "not", "to", "for"}
 _VALID_LIST = re.compile(
-    r"(?:valid|allowed|accepted|known)\s+(?:service\s*)?(?:ids?|services?|service_ids?)\s*(?:are|is|=|:)?\s*"
+    r"\b(?:valid|allowed|accepted|known)\s+(?:service\s*)?(?:ids?|services?|service_ids?)\s*(?:are|is|=|:)?\s*"
     r"[\[(]?((?:[`'\"]?[A-Za-z0-9_.-]+[`'\"]?\s*(?:,|\bor\b|\band\b)?\s*)+)", re.IGNORECASE)
 
 

@@ -43,6 +43,13 @@ def _exchange_timings(exchanges: list[Exchange], settings: HokusaiSettings | Non
     return out
 
 
+def _is_diagnostic(exchange: Exchange) -> bool:
+    """Exchanges the rules may read: not the triage's own probes (already in the evidence) and not
+    the discovery matrix, whose era-dependent 404s are recorded as information only."""
+    label = exchange.label or ""
+    return not label.startswith(("probe:", "check:discovery:"))
+
+
 def _mlflow_version_problem() -> str | None:
     from importlib import metadata
 
@@ -143,6 +150,7 @@ class HokusaiReporting:
                 data["diagnosis"] = finding.code
                 data["summary"] = finding.summary
                 data["remediation"] = finding.remediation
+                report.hokusai_diagnosis = finding.code  # type: ignore[attr-defined]  # read by report.html
                 _prefix_failure(report, finding)
         if data:
             setattr(report, REPORT_ATTR, data)
@@ -152,7 +160,7 @@ class HokusaiReporting:
             evidence = self.run.ensure_triage()
             from .diagnosis import finding_for_failure
 
-            return finding_for_failure(evidence, exchanges)
+            return finding_for_failure(evidence, [e for e in exchanges if _is_diagnostic(e)])
         except Exception as exc:  # diagnosis must never hide the check's own failure
             self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
             return None
@@ -198,7 +206,7 @@ class HokusaiReporting:
         if any(c.outcome in ("failed", "error") for c in live):
             try:
                 evidence = self.run.ensure_triage()
-                evidence.exchanges.extend(e for e in state.recorder.all() if not (e.label or "").startswith("probe:"))
+                evidence.exchanges.extend(e for e in state.recorder.all() if _is_diagnostic(e))
                 from .diagnosis import diagnose
 
                 state.findings = diagnose(evidence)

@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import requests
 import urllib3.exceptions as u3exc
@@ -182,14 +182,14 @@ class CappedRetry(Retry):
         self.retry_after_cap = retry_after_cap
 
     def new(self, **kw: Any) -> CappedRetry:
-        retry = cast(CappedRetry, super().new(**kw))
+        retry = super().new(**kw)
         retry.retry_after_cap = self.retry_after_cap
         return retry
 
     def get_retry_after(self, response: Any) -> float | None:
         try:
             value = super().get_retry_after(response)
-        except Exception:  # an unparseable Retry-After: fall back to the backoff
+        except Exception:  # noqa: BLE001  # an unparseable Retry-After: fall back to the backoff
             return None
         return None if value is None else min(value, self.retry_after_cap)
 
@@ -255,8 +255,8 @@ def parse_json_safely(response: requests.Response) -> tuple[Any, str | None]:
     shown = excerpt(body[:EXCERPT_BYTES])
     if "html" in ctype.lower() or body.lstrip()[:1] == b"<":
         kind = ctype.split(";")[0] or "an HTML page"
-        hint = "from a load balancer or proxy?" if response.status_code >= 400 else "a web page, not the API?"
-        return None, f"expected JSON from {where} but got {kind} ({response.status_code} {hint}): {shown}"
+        hint = " from a load balancer or proxy?" if response.status_code >= 400 else ": a web page, not the API?"
+        return None, f"expected JSON from {where} but got {kind} ({response.status_code}{hint}): {shown}"
     if "json" in ctype.lower():
         return None, f"{where} sent invalid JSON ({response.status_code}, {ctype}): {shown}"
     kind = ctype.split(";")[0] or "a body without a content type"
@@ -269,7 +269,8 @@ class HokusaiSession(requests.Session):
     and evidence recording (see the module docstring).
 
     Per request, ``key=`` (another :class:`Secret`, or ``None`` for no key), ``auth_style=`` and
-    ``label=`` override the session's defaults::
+    ``label=`` override the session's defaults. A request given its own ``Authorization`` or
+    ``X-API-Key`` header is sent as is, without the session's key (recorded masked)::
 
         session = HokusaiSession(timeout=10, recorder=recorder, key=key)
         session.get(api + "/health", key=None, label="probe:api-health")
@@ -356,12 +357,12 @@ class HokusaiSession(requests.Session):
             return f"body api_key={key.masked}"
         raise ValueError(f"auth_style must be one of {', '.join(AUTH_STYLES)}, not {style!r}")
 
-    def _presentation_of_explicit_headers(self, kwargs: dict[str, Any]) -> str | None:
-        """A caller-supplied Authorization / X-API-Key header (edge checks), masked."""
-        merged = {**{k.lower(): v for k, v in self.headers.items()},
-                  **{str(k).lower(): v for k, v in (kwargs.get("headers") or {}).items()}}
+    @staticmethod
+    def _explicit_auth(headers: Any) -> str | None:
+        """A caller-supplied Authorization / X-API-Key header (edge checks), masked; else None."""
+        lowered = {str(k).lower(): v for k, v in dict(headers or {}).items()}
         for name in ("authorization", "x-api-key"):
-            value = merged.get(name)
+            value = lowered.get(name)
             if value:
                 shown = scrub(str(value))
                 if shown == str(value) and len(shown) > 12 and not shown.startswith(KEY_PREFIXES):
@@ -371,7 +372,7 @@ class HokusaiSession(requests.Session):
         return None
 
     # -- requests -----------------------------------------------------------------------------
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str | bytes,
         url: str | bytes,
@@ -391,6 +392,48 @@ class HokusaiSession(requests.Session):
         self._record(self._exchange_for(attempt, with_body=not kwargs.get("stream")))
         return attempt.response
 
+    # Typed verbs, so ``session.get(url, key=None, label=...)`` type-checks (requests' own
+    # signatures do not know the per-request overrides).
+    def get(self, url: str | bytes, params: Any = None, *, key: Secret | None = _UNSET,
+            auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """GET (follows redirects); see :meth:`request` for ``key``, ``auth_style`` and ``label``."""
+        kwargs.setdefault("allow_redirects", True)
+        return self.request("GET", url, params=params, key=key, auth_style=auth_style, label=label, **kwargs)
+
+    def options(self, url: str | bytes, *, key: Secret | None = _UNSET,
+                auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """OPTIONS (follows redirects)."""
+        kwargs.setdefault("allow_redirects", True)
+        return self.request("OPTIONS", url, key=key, auth_style=auth_style, label=label, **kwargs)
+
+    def head(self, url: str | bytes, *, key: Secret | None = _UNSET,
+             auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """HEAD (does not follow redirects, as in requests)."""
+        kwargs.setdefault("allow_redirects", False)
+        return self.request("HEAD", url, key=key, auth_style=auth_style, label=label, **kwargs)
+
+    def post(self, url: str | bytes, data: Any = None, json: Any = None, *,
+             key: Secret | None = _UNSET, auth_style: str | None = None, label: str | None = None,
+             **kwargs: Any) -> requests.Response:
+        """POST (sent once, never retried)."""
+        return self.request("POST", url, data=data, json=json, key=key, auth_style=auth_style, label=label,
+                            **kwargs)
+
+    def put(self, url: str | bytes, data: Any = None, *, key: Secret | None = _UNSET,
+            auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """PUT (sent once, never retried)."""
+        return self.request("PUT", url, data=data, key=key, auth_style=auth_style, label=label, **kwargs)
+
+    def patch(self, url: str | bytes, data: Any = None, *, key: Secret | None = _UNSET,
+              auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """PATCH (sent once, never retried)."""
+        return self.request("PATCH", url, data=data, key=key, auth_style=auth_style, label=label, **kwargs)
+
+    def delete(self, url: str | bytes, *, key: Secret | None = _UNSET,
+               auth_style: str | None = None, label: str | None = None, **kwargs: Any) -> requests.Response:
+        """DELETE (sent once, never retried)."""
+        return self.request("DELETE", url, key=key, auth_style=auth_style, label=label, **kwargs)
+
     def probe(
         self,
         method: str,
@@ -403,13 +446,16 @@ class HokusaiSession(requests.Session):
         timeout: float | None = None,
         retries: bool = False,
         max_body: int = PROBE_MAX_BODY,
+        auth_style: str | None = None,
         **kwargs: Any,
     ) -> ProbeResult:
         """Send one request that never raises for network errors and never waits unboundedly.
 
+        ``style`` (alias ``auth_style``) is how the key is presented (:data:`AUTH_STYLES`).
         The body is read in chunks, at most ``max_body`` bytes and for at most about twice the
         timeout. Retries are off unless ``retries=True``: a probe reports the first answer.
         """
+        style = style or auth_style
         limit = float(timeout or self.timeout)
         if json is not None:
             kwargs["json"] = json
@@ -451,17 +497,22 @@ class HokusaiSession(requests.Session):
         method_s = (method.decode() if isinstance(method, bytes) else str(method)).upper()
         url_s = url.decode() if isinstance(url, bytes) else str(url)
         use_key = self.key if key is _UNSET else key
-        explicit = self._presentation_of_explicit_headers(kwargs)
-        presentation = self._present_key(use_key, style or self.auth_style, kwargs)
-        if presentation == "none" and explicit:
+        # A request that carries its own Authorization / X-API-Key header (an edge check sending
+        # "Basic ...", a raw key, lower-case "bearer") is sent as given: the session adds no key.
+        explicit = self._explicit_auth(kwargs.get("headers"))
+        if explicit is not None:
             presentation = explicit
+        else:
+            presentation = self._present_key(use_key, style or self.auth_style, kwargs)
+            if presentation == "none":
+                presentation = self._explicit_auth(self.headers) or "none"
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
         attempt = _Attempt(method=method_s, url=_recorded_url(url_s, kwargs.get("params")),
                            auth=presentation, label=label)
         try:
             attempt.response = super().request(method_s, url_s, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # recorded here; request() re-raises, probe() decides
             attempt.error = exc
             error, detail = classify_error(exc)
             attempt.exchange = self._record(Exchange(
@@ -530,7 +581,7 @@ def _recorded_url(url: str, params: Any) -> str:
             prepared = PreparedRequest()
             prepared.prepare_url(url, params)
             full = prepared.url or url
-        except Exception:
+        except (ValueError, TypeError, requests.RequestException):
             full = url
     return scrub(clean_url(full))
 

@@ -77,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from .hooks_impl import HokusaiReporting
 
     config.pluginmanager.register(HokusaiReporting(config, run), "hokusai-reporting")
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+        _register_html(config, run)
     if config.pluginmanager.hasplugin("xdist"):
         from .hooks_impl import HokusaiXdist
 
@@ -89,6 +91,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
         write_key_missing_reports(run, settings)
         raise pytest.UsageError(KEY_MISSING_MESSAGE)
+
+
+def _register_html(config: pytest.Config, run: HokusaiRun) -> None:
+    """pytest-html integration, only when an HTML report is being written."""
+    from .report.html import HokusaiHtmlExtras, HokusaiHtmlPlugin
+
+    config.pluginmanager.register(HokusaiHtmlExtras(run.state.recorder.for_node), "hokusai-html-extras")
+    if not hasattr(config, "workerinput"):
+
+        def get_report() -> dict[str, Any]:
+            from .report.json_report import build_json_report
+
+            settings = run.settings_if_known() or run.base_settings
+            return build_json_report(run.state, settings, run.state.target or run.target_block())
+
+        config.pluginmanager.register(HokusaiHtmlPlugin(get_report, run.state.exchanges), "hokusai-html")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -15,6 +15,8 @@ so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 import os
@@ -93,12 +95,12 @@ def _fluent_uris(tracking_uri: str) -> Iterator[None]:
     previous_tracking = tracking_utils._tracking_uri
     previous_registry = registry_utils._registry_uri
     mlflow.set_tracking_uri(tracking_uri)
-    registry_utils._registry_uri = tracking_uri
+    setattr(registry_utils, "_registry_uri", tracking_uri)  # noqa: B010  # a private global of mlflow
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]  # None means unset
-        registry_utils._registry_uri = previous_registry
+        setattr(registry_utils, "_registry_uri", previous_registry)  # noqa: B010
 
 
 @contextmanager
@@ -150,7 +152,7 @@ def mlflow_env(
                 import mlflow
 
                 mlflow.set_tracking_uri(tracking_uri)
-                registry_utils._registry_uri = tracking_uri
+                setattr(registry_utils, "_registry_uri", tracking_uri)  # noqa: B010
             yield
         finally:
             if "mlflow" in sys.modules:
@@ -158,8 +160,8 @@ def mlflow_env(
                 from mlflow.tracking._model_registry import utils as registry_utils
 
                 previous_tracking, previous_registry = globals_saved or (None, None)
-                mlflow.set_tracking_uri(previous_tracking)
-                registry_utils._registry_uri = previous_registry
+                mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]  # None means unset
+                setattr(registry_utils, "_registry_uri", previous_registry)  # noqa: B010
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
@@ -180,13 +182,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def unique_name(prefix: str = "hokusai-check") -> str:
-    """A run-unique, xdist-safe MLflow name: ``<prefix>-<worker>-<pid>-<utc time>-<n><random>``.
+    """A run-unique, xdist-safe MLflow name: ``<prefix>-<worker>-<pid>-<utc time>-<n>-<random>``.
 
     Only letters, digits, ``-`` and ``_`` (safe in filter strings, URIs and paths).
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    raw = f"{prefix}-{worker}-{os.getpid()}-{stamp}-{next(_counter)}{secrets.token_hex(3)}"
+    raw = f"{prefix}-{worker}-{os.getpid()}-{stamp}-{next(_counter)}-{secrets.token_hex(3)}"
     return _UNSAFE.sub("-", raw).strip("-")[:200]
 
 
@@ -240,6 +242,8 @@ class Registration:
     model_uri: str | None = None
     name: str | None = None
     version: str | None = None
+    #: whether the model loaded back from the registry predicts exactly as trained (None: not checked)
+    predictions_match: bool | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -308,53 +312,57 @@ def register_toy_model(
         if on_created is not None:
             on_created(reg)
 
-    with _step("experiment", reg):
-        reg.experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location)
-    created()
-
-    with _step("run", reg):
-        run = client.create_run(reg.experiment_id, tags={"hokusai.check": "registration"})
-        reg.run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        client.log_batch(
-            reg.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in toy.metrics.items()],
-            params=[Param(k, str(v)) for k, v in toy.params.items()],
-        )
-    created()
-
-    with _step("log_model", reg), _fluent_uris(tracking_uri), mlflow.start_run(run_id=reg.run_id):
-        info = mlflow.sklearn.log_model(
-            toy.model, name=artifact_name, signature=toy.signature, pip_requirements=PIP_REQUIREMENTS,
-        )
-        reg.model_uri = info.model_uri
-
-    with _step("register", reg):
-        client.create_registered_model(name, description="created by pytest-hokusai; safe to delete")
+    # The fluent API (start_run, log_model, load_model) and local stores resolving models:/ URIs use
+    # mlflow's process-global URIs: point them at the client's for the whole flow.
+    with _fluent_uris(tracking_uri):
+        with _step("experiment", reg):
+            reg.experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location)
         created()
-        version = client.create_model_version(
-            name, source=reg.model_uri, run_id=reg.run_id, model_id=getattr(info, "model_id", None),
-            await_creation_for=0,
-        )
-        reg.version = str(version.version)
-        _wait_ready(client, name, reg.version, ready_timeout)
 
-    with _step("search", reg):
-        found = client.search_registered_models(filter_string=f"name='{name}'")
-        names = [m.name for m in found]
-        if name not in names:
-            raise LookupError(f"search_registered_models(name='{name}') returned {names or 'nothing'}")
+        with _step("run", reg):
+            run = client.create_run(reg.experiment_id, tags={"hokusai.check": "registration"})
+            reg.run_id = run.info.run_id
+            now = int(time.time() * 1000)
+            client.log_batch(
+                reg.run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in toy.metrics.items()],
+                params=[Param(k, str(v)) for k, v in toy.params.items()],  # type: ignore[no-untyped-call]
+            )
+        created()
 
-    with _step("load", reg), _fluent_uris(tracking_uri):
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{reg.version}")
+        with _step("log_model", reg), mlflow.start_run(run_id=reg.run_id):
+            info = mlflow.sklearn.log_model(
+                toy.model, name=artifact_name, signature=toy.signature, pip_requirements=PIP_REQUIREMENTS,
+            )
+            reg.model_uri = info.model_uri
 
-    with _step("predict", reg):
-        predicted = np.asarray(loaded.predict(toy.X))
-        if not np.array_equal(predicted, np.asarray(toy.predictions)):
-            differing = int((predicted != np.asarray(toy.predictions)).sum())
-            raise AssertionError(f"the loaded model's predictions differ from the trained model's "
-                                 f"on {differing} of {len(predicted)} rows")
-    return reg
+        with _step("register", reg):
+            client.create_registered_model(name, description="created by pytest-hokusai; safe to delete")
+            created()
+            version = client.create_model_version(
+                name, source=reg.model_uri, run_id=reg.run_id, model_id=getattr(info, "model_id", None),
+                await_creation_for=0,
+            )
+            reg.version = str(version.version)
+            _wait_ready(client, name, reg.version, ready_timeout)
+
+        with _step("search", reg):
+            found = client.search_registered_models(filter_string=f"name='{name}'")
+            names = [m.name for m in found]
+            if name not in names:
+                raise LookupError(f"search_registered_models(name='{name}') returned {names or 'nothing'}")
+
+        with _step("load", reg):
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{reg.version}")
+
+        with _step("predict", reg):
+            predicted = np.asarray(loaded.predict(toy.X))
+            reg.predictions_match = bool(np.array_equal(predicted, np.asarray(toy.predictions)))
+            if not reg.predictions_match:
+                differing = int((predicted != np.asarray(toy.predictions)).sum())
+                raise AssertionError(f"the loaded model's predictions differ from the trained model's "
+                                     f"on {differing} of {len(predicted)} rows")
+        return reg
 
 
 def _wait_ready(client: MlflowClient, name: str, version: str, timeout: float) -> None:
@@ -379,22 +387,34 @@ def cleanup(
     *,
     model_names: Sequence[str] = (),
     experiment_ids: Sequence[str] = (),
+    experiment_names: Sequence[str] = (),
 ) -> list[str]:
-    """Delete registered models (with their versions) and experiments; never raises.
+    """Delete registered models (with their versions) and experiments (by id, or by name when the
+    id is unknown, e.g. the creating call failed after the server acted); never raises.
 
-    Returns one redacted line per problem (an empty list: all deleted or already gone).
+    Returns one redacted line per problem (an empty list: all deleted, already gone or never made).
     """
     problems: list[str] = []
+    ids = [str(i) for i in experiment_ids if i]
+    for name in experiment_names:
+        try:
+            experiment = client.get_experiment_by_name(name)
+        except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
+            if not _is_not_found(exc):
+                problems.append(scrub(f"look up experiment {name!r}: {_short(exc)}"))
+            continue
+        if experiment is not None and experiment.lifecycle_stage != "deleted" and experiment.experiment_id not in ids:
+            ids.append(experiment.experiment_id)
     for name in model_names:
         try:
             client.delete_registered_model(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
             if not _is_not_found(exc):
                 problems.append(scrub(f"delete registered model {name!r}: {_short(exc)}"))
-    for experiment_id in experiment_ids:
+    for experiment_id in ids:
         try:
             client.delete_experiment(experiment_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
             if not _is_not_found(exc):
                 problems.append(scrub(f"delete experiment {experiment_id}: {_short(exc)}"))
     return problems
@@ -412,8 +432,10 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 # -- recording the MLflow client's HTTP ------------------------------------------------------------
 _hook_lock = threading.Lock()
+_GAVE_UP = re.compile(r"too many (\d{3}) error responses")
 _active_recorders: list[Recorder] = []
 _original_http_request: Callable[..., Any] | None = None
+_installed_wrapper: Callable[..., Any] | None = None
 
 
 def _auth_of(host_creds: Any) -> str:
@@ -435,18 +457,22 @@ def _make_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
             from requests.models import PreparedRequest
 
             prepared = PreparedRequest()
-            try:
+            with contextlib.suppress(ValueError, TypeError):
                 prepared.prepare_url(url, kwargs["params"])
                 url = prepared.url or url
-            except Exception:
-                pass
         exchange = Exchange(method=str(method).upper(), url=scrub(clean_url(url)), auth=_auth_of(host_creds),
                             label=MLFLOW_LABEL, started_at=started_wall)
         try:
             response = original(host_creds, endpoint, method, *args, **kwargs)
         except Exception as exc:
-            exchange.error, exchange.error_detail = classify_error(exc)
             exchange.elapsed_ms = round((time.monotonic() - started) * 1000.0, 2)
+            gave_up = _GAVE_UP.search(str(exc))
+            if gave_up:  # the client's retry policy raised on a retryable status: keep the status
+                exchange.status = int(gave_up.group(1))
+                exchange.error_detail = scrub(f"the MLflow client gave up: too many {gave_up.group(1)} "
+                                              "error responses (body not kept)")
+            else:
+                exchange.error, exchange.error_detail = classify_error(exc)
             _emit(exchange)
             raise
         exchange.elapsed_ms = round((time.monotonic() - started) * 1000.0, 2)
@@ -457,21 +483,22 @@ def _make_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
             exchange.headers = {h: scrub(headers[h]) for h in RECORDED_HEADERS if h in headers}
             if not kwargs.get("stream"):
                 exchange.body_excerpt = scrub(excerpt((response.content or b"")[:EXCERPT_BYTES]))
-        except Exception:  # never let evidence break the client
-            pass
+        except Exception as exc:  # noqa: BLE001  # evidence must never break the client
+            exchange.error_detail = f"(could not read the response for evidence: {type(exc).__name__})"
         _emit(exchange)
         return response
 
-    http_request.__wrapped__ = original  # type: ignore[attr-defined]
-    http_request._hokusai_wrapper = True  # type: ignore[attr-defined]
+    setattr(http_request, "__wrapped__", original)  # noqa: B010
+    setattr(http_request, "_hokusai_wrapper", True)  # noqa: B010
     return http_request
 
 
 def _emit(exchange: Exchange) -> None:
     with _hook_lock:
         recorders = list(_active_recorders)
-    for index, recorder in enumerate(recorders):
-        recorder.add(exchange if index == 0 else Exchange(**{**exchange.to_dict(), "nodeid": None}))
+    copies = [exchange] + [dataclasses.replace(exchange, headers=dict(exchange.headers)) for _ in recorders[1:]]
+    for recorder, copy in zip(recorders, copies):
+        recorder.add(copy)
 
 
 def _patch_targets(value: Any) -> list[Any]:
@@ -491,16 +518,16 @@ def record_mlflow_http(recorder: Recorder) -> Iterator[Recorder]:
     patched while at least one recorder is active; the originals are restored when the last one
     exits. One call is one exchange (the client's own retries happen inside it).
     """
-    global _original_http_request
+    global _original_http_request, _installed_wrapper
     from mlflow.utils import rest_utils
 
     with _hook_lock:
         if not _active_recorders:
-            original = rest_utils.http_request
+            original: Callable[..., Any] = rest_utils.http_request
             if getattr(original, "_hokusai_wrapper", False):  # left behind by a crash: unwrap
-                original = original.__wrapped__
+                original = getattr(original, "__wrapped__")  # noqa: B009
             _original_http_request = original
-            wrapper = _make_wrapper(original)
+            _installed_wrapper = wrapper = _make_wrapper(original)
             for module in [rest_utils, *_patch_targets(original)]:
                 module.http_request = wrapper
         _active_recorders.append(recorder)
@@ -510,7 +537,8 @@ def record_mlflow_http(recorder: Recorder) -> Iterator[Recorder]:
         with _hook_lock:
             _active_recorders.remove(recorder)
             if not _active_recorders and _original_http_request is not None:
-                current = rest_utils.http_request
-                for module in [rest_utils, *_patch_targets(current)]:
+                for module in _patch_targets(_installed_wrapper):
                     module.http_request = _original_http_request
-                _original_http_request = None
+                if rest_utils.http_request is _installed_wrapper:
+                    rest_utils.http_request = _original_http_request
+                _original_http_request = _installed_wrapper = None

@@ -39,7 +39,6 @@ def _bind_free_port(host: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
-    sock.set_inheritable(True)
     return sock
 
 
@@ -78,7 +77,7 @@ def serve_app(
     def run() -> None:
         try:
             server.run(sockets=[sock])
-        except BaseException as exc:  # reported to the caller, not lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller, not lost in the thread
             failure.append(exc)
 
     thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)

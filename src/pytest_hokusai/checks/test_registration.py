@@ -34,8 +34,6 @@ def test_register_model_end_to_end(hokusai_mlflow_client, hokusai_toy_model, hok
 
 
 def test_artifact_roundtrip_through_proxy(hokusai_mlflow_client, hokusai_unique_name, hokusai_settings, tmp_path):
-    import mlflow
-
     experiment_id = hokusai_mlflow_client.create_experiment(hokusai_unique_name("hokusai-check-artifacts"))
     try:
         run = hokusai_mlflow_client.create_run(experiment_id)
@@ -44,8 +42,8 @@ def test_artifact_roundtrip_through_proxy(hokusai_mlflow_client, hokusai_unique_
         hokusai_mlflow_client.log_artifact(run.info.run_id, str(payload))
         listed = [f.path for f in hokusai_mlflow_client.list_artifacts(run.info.run_id)]
         assert "payload.txt" in listed, f"artifact not listed after upload: {listed}"
-        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="payload.txt",
-                                                    dst_path=str(tmp_path / "down"))
+        (tmp_path / "down").mkdir()
+        local = hokusai_mlflow_client.download_artifacts(run.info.run_id, "payload.txt", str(tmp_path / "down"))
         with open(local, encoding="utf-8") as fh:
             assert fh.read() == payload.read_text(), "the downloaded artifact differs from the upload"
         hokusai_mlflow_client.set_terminated(run.info.run_id)

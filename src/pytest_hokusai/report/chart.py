@@ -106,7 +106,7 @@ def summary_chart_png(rows: Mapping[str, Mapping[str, float]], *, unit: str = "m
     dropped = max(0, len(items) - MAX_ROWS)
     items = items[:MAX_ROWS]
     height = 0.8 + 0.34 * max(1, len(items))
-    fig = Figure(figsize=(8.5, height), dpi=100)
+    fig = Figure(figsize=(7.6, height), dpi=100)
     ax = fig.subplots()
     if not items:
         ax.text(0.5, 0.5, "no latency samples", ha="center", va="center", transform=ax.transAxes)

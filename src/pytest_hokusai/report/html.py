@@ -9,7 +9,8 @@ Two small plugin objects, registered by ``plugin.py`` only when pytest-html is a
 * :class:`HokusaiHtmlExtras` (every process that runs tests, xdist workers included, since
   the exchanges are recorded where the test runs): attaches each test's redacted exchanges and
   diagnosis to ``report.extras`` (not the deprecated ``report.extra``) and stores the diagnosis code
-  on the report as ``report.hokusai_diagnosis``, which travels to the controller with the report.
+  on the report as ``report.hokusai_diagnosis``, which travels to the controller with the report;
+  it also masks the worker's environment metadata, which xdist merges into the controller's.
 
 Recommended ini line (pytest-html masks matching environment-table rows); the plugin also masks
 them itself (:func:`redact_metadata`)::
@@ -44,6 +45,7 @@ __all__ = [
     "attach_extras",
     "chart_data_uri",
     "exchanges_html",
+    "redact_config_metadata",
     "redact_metadata",
     "summary_html",
 ]
@@ -119,13 +121,15 @@ def chart_data_uri(report: Mapping[str, Any], exchanges: Iterable[Exchange] = ()
 def _timings_table(timings: Mapping[str, Any]) -> str:
     rows = []
     for name, value in timings.items():
+        unit = " s" if name.endswith("_s") else (" ms" if name.endswith("_ms") else "")
         if isinstance(value, Mapping):
-            unit = "s" if name.endswith("_s") else "ms"
-            rows.append(f"<tr><td>{_text(name)}</td><td>{_text(value.get('p50', 0))} {unit}</td>"
-                        f"<td>{_text(value.get('p95', 0))} {unit}</td><td>{_text(value.get('n', 0))}</td></tr>")
+            n = value.get("n", 0)
+            p50, p95 = (f"{value.get('p50', 0)}{unit}", f"{value.get('p95', 0)}{unit}") if n else ("\u2014",) * 2
+            rows.append(f"<tr><td>{_text(name)}</td><td>{_text(p50)}</td><td>{_text(p95)}</td>"
+                        f"<td>{_text(n)}</td></tr>")
         else:
-            rows.append(f"<tr><td>{_text(name)}</td><td colspan=\"3\">{_text(value)}"
-                        f"{' s' if name.endswith('_s') else ''}</td></tr>")
+            shown = f"{value}{unit}" if value else "\u2014"  # registration_s is 0.0 when not measured
+            rows.append(f'<tr><td>{_text(name)}</td><td colspan="3">{_text(shown)}</td></tr>')
     return ('<table id="hokusai-timings"><thead><tr><th>measure</th><th>p50</th><th>p95</th><th>n</th>'
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
@@ -169,8 +173,8 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
     if primary is not None:
         parts += [
             f'<div id="hokusai-primary" data-code="{_text(primary.get("code"))}">',
-            f"<b>Root cause: <code>{_text(primary.get('code'))}</code></b> ({_text(primary.get('category'))})"
-            f" \u2014 {_text(primary.get('summary'))}",
+            (f"<b>Root cause: <code>{_text(primary.get('code'))}</code></b> "
+             f"({_text(primary.get('category'))}) \u2014 {_text(primary.get('summary'))}"),
             f'<div class="hk-remedy"><b>Remedy:</b> {_text(primary.get("remediation") or "see the evidence")}</div>',
             _evidence_list(primary.get("evidence") or []),
             "</div>",
@@ -274,6 +278,17 @@ def redact_metadata(metadata: MutableMapping[str, Any]) -> None:
             metadata[name] = [scrub(v) if isinstance(v, str) else v for v in value]
 
 
+def redact_config_metadata(config: pytest.Config) -> None:
+    """Apply :func:`redact_metadata` to pytest-metadata's dict in ``config.stash``, if there is one."""
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:  # pragma: no cover - pytest-html depends on pytest-metadata
+        return
+    metadata = config.stash.get(metadata_key, None)
+    if metadata is not None:
+        redact_metadata(metadata)
+
+
 # -- the plugin objects ----------------------------------------------------------------------------
 class HokusaiHtmlPlugin:
     """pytest-html hooks of the controller (register with
@@ -308,6 +323,9 @@ class HokusaiHtmlPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
+        # xdist workers' metadata is merged into the controller's at pytest_testnodedown, after
+        # sessionstart: mask again now, just before pytest-html writes the environment table.
+        redact_config_metadata(session.config)
         report = self._get_report()
         exchanges = list(self._get_exchanges()) if self._get_exchanges is not None else []
         prefix.insert(0, summary_html(report, chart_uri=chart_data_uri(report, exchanges)))
@@ -327,21 +345,16 @@ class HokusaiHtmlPlugin:
         code = getattr(report, REPORT_ATTR, None) or ""
         cells.insert(2, f'<td class="col-diagnosis">{_text(code)}</td>')
 
-    @pytest.hookimpl(optionalhook=True)
+    @pytest.hookimpl(optionalhook=True, trylast=True)
     def pytest_metadata(self, metadata: MutableMapping[str, Any]) -> None:
+        # trylast: after the other pytest_metadata implementations have added their values
         redact_metadata(metadata)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Metadata added after pytest_metadata ran (other plugins, --metadata) is masked here,
-        # before pytest-html's own (trylast) sessionstart renders the environment table.
-        try:
-            from pytest_metadata.plugin import metadata_key
-        except ImportError:  # pragma: no cover - pytest-html depends on pytest-metadata
-            return
-        metadata = session.config.stash.get(metadata_key, None)
-        if metadata is not None:
-            redact_metadata(metadata)
+        # Metadata added after pytest_metadata ran is masked here, before pytest-html's own
+        # (trylast) sessionstart renders the environment table.
+        redact_config_metadata(session.config)
 
 
 class HokusaiHtmlExtras:
@@ -379,3 +392,8 @@ class HokusaiHtmlExtras:
                 diagnosis = getattr(report, REPORT_ATTR, None)
             attach_extras(report, self._get_exchanges_for(item.nodeid), diagnosis)
         return report
+
+    @pytest.hookimpl(optionalhook=True, trylast=True)
+    def pytest_metadata(self, metadata: MutableMapping[str, Any]) -> None:
+        # On an xdist worker this dict is sent to the controller (pytest-metadata merges it there).
+        redact_metadata(metadata)

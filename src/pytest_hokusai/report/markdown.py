@@ -146,7 +146,8 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
     if series:
         lines += _table(
             ["measure", "p50", "p95", "n"],
-            [(name, _fmt_number(v.get("p50", 0)), _fmt_number(v.get("p95", 0)), v.get("n", 0))
+            [(name, _fmt_number(v.get("p50", 0)) if v.get("n") else None,
+              _fmt_number(v.get("p95", 0)) if v.get("n") else None, v.get("n", 0))
              for name, v in series],
         )
         lines.append("")
@@ -154,7 +155,7 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
     for name, value in scalars:
         label = "Registration (train, log, register, verify)" if name == "registration_s" else name
         unit = " s" if name.endswith("_s") else (" ms" if name.endswith("_ms") else "")
-        lines.append(f"- {label}: {_fmt_number(value)}{unit}")
+        lines.append(f"- {label}: {_fmt_number(value) + unit if value else 'not measured'}")
     if scalars:
         lines.append("")
     return scrub("\n".join(lines).rstrip() + "\n")

@@ -1,8 +1,9 @@
 """The local stack's auth service: a FastAPI app following ``contract/auth_openapi.json`` and the
 real service's observed behaviour (contract sections 2.1-2.4).
 
-``create_app(AuthServiceConfig)`` returns the app; ``python -m pytest_hokusai.stack.auth_service``
-serves it from the config in ``HOKUSAI_STACK_SERVICE_CONFIG``.
+``create_app(AuthServiceConfig)`` returns the app; ``python -m pytest_hokusai.stack.serve`` serves
+it from the config in ``HOKUSAI_STACK_SERVICE_CONFIG`` (``app_from_env`` is a ``uvicorn --factory``
+alternative).
 
 Behaviour worth knowing (the real service, not the published spec, is the model):
 
@@ -37,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,8 +65,8 @@ __all__ = [
     "UsageRecord",
     "UsageStats",
     "ValidationResult",
+    "app_from_env",
     "create_app",
-    "main",
 ]
 
 log = logging.getLogger("pytest_hokusai.stack.auth")
@@ -482,7 +483,7 @@ def create_app(config: AuthServiceConfig) -> FastAPI:
             balance=balance,
         )
 
-    def _reject(detail: str, rec: KeyRecord | None = None) -> ValidationResult:
+    def _reject(detail: str, rec: KeyRecord | None = None) -> NoReturn:
         metrics["validations_rejected"] += 1
         log.info("validate: rejected key %s: %s", rec.key_id if rec else "(unknown)", detail)
         raise _unauthorized(detail)
@@ -616,17 +617,3 @@ def app_from_env() -> FastAPI:
         raise TypeError(f"expected an auth service config, got kind {config.kind!r}")
     return create_app(config)
 
-
-def main() -> None:
-    """Serve the auth service on ``config.host:config.port`` (config from the environment)."""
-    import uvicorn
-
-    app = app_from_env()
-    config = load_service_config()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s auth %(levelname)s %(message)s")
-    # No access log: request lines could carry query strings; the app logs what matters (no keys).
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
-
-
-if __name__ == "__main__":
-    main()

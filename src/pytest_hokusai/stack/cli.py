@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. 'hokusai-stack faults | head'
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # -- up -------------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ def _keys(args: argparse.Namespace) -> int:
         for k in rows:
             prefix = str(k.get("key_prefix", "")) + "\u2026"
             print(f"{k.get('key_id', ''):36}  {prefix:14}  {'yes' if k.get('is_active') else 'no':6}  "
-                  f"{str(k.get('expires_at') or '-'):25}  {','.join(k.get('scopes') or [])} / {k.get('name', '')}")
+                  f"{k.get('expires_at') or '-'!s:25}  {','.join(k.get('scopes') or [])} / {k.get('name', '')}")
         return 0
     info = stack.revoke_id(args.key)
     print(f"revoked key {info.get('key_id')} ({info.get('key_prefix')}\u2026, {info.get('name')})")

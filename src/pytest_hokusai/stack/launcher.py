@@ -47,7 +47,7 @@ from .config import (
 )
 from .faults import check_faults
 from .mlflow_server import STATIC_PREFIX, mlflow_ready_check, start_mlflow
-from .process import ManagedProcess, free_port, http_ok, minimal_env, wait_all_ready
+from .process import ManagedProcess, free_port, http_ok, minimal_env, start_watchdog, wait_all_ready
 from .serve import PARENT_PID_ENV
 
 __all__ = ["Stack", "launch_stack", "start_stack", "write_state_file"]
@@ -91,6 +91,10 @@ class Stack:
         self._owns_data_dir = owns_data_dir
         self._key_ids: dict[str, str] = {}  # Secret.fingerprint -> key_id
         self._stopped = False
+        #: seconds each part took to become ready, e.g. ``{"MLflow": 7.4, ...}`` (empty for a handle)
+        self.ready_times: dict[str, float] = {}
+        #: seconds the whole start took (0.0 for a handle)
+        self.startup_seconds = 0.0
 
     def __repr__(self) -> str:
         return (f"Stack(api_url={self.api_url!r}, auth_url={self.auth_url!r}, "
@@ -285,10 +289,8 @@ def launch_stack(
                   data_dir=root, faults=fault_names, service_id=service_id, owns_data_dir=owns)
     say = progress or (lambda _msg: None)
 
-    def remaining() -> float:
-        return max(0.1, startup_timeout - (time.monotonic() - started))
-
     def ready(proc: ManagedProcess, seconds: float) -> None:
+        stack.ready_times[proc.name] = seconds
         say(f"{proc.name} ready in {seconds:.1f} s")
 
     try:
@@ -300,8 +302,9 @@ def launch_stack(
         )
         auth = _start_service("auth service", auth_config, root, "auth.log")
         stack._processes.append(auth)
+        stack._processes.append(start_watchdog([mlflow, auth], root / "logs" / "watchdog.log"))
         wait_all_ready([(auth, _health(auth_url, admin_token)), (mlflow, mlflow_ready_check(mlflow_url))],
-                       remaining(), on_ready=ready)
+                       startup_timeout, since=started, on_ready=ready)
         api_config = ApiServiceConfig(
             auth_url=auth_url, mlflow_url=mlflow_url, admin_token=admin_token, port=ports[2],
             service_id=service_id, cache_ttl=cache_ttl, policy=policy,
@@ -309,7 +312,8 @@ def launch_stack(
         )
         api = _start_service("API service", api_config, root, "api.log")
         stack._processes.append(api)
-        wait_all_ready([(api, _health(api_url, admin_token))], remaining(), on_ready=ready)
+        wait_all_ready([(api, _health(api_url, admin_token))], startup_timeout, since=started, on_ready=ready)
+        stack.startup_seconds = time.monotonic() - started
     except StackError as exc:
         stack.stop()
         raise _scrub(exc, admin_token) from None
@@ -366,9 +370,9 @@ def _start_service(name: str, config: AuthServiceConfig | ApiServiceConfig, root
 
 
 def _health(base_url: str, admin_token: str) -> Callable[[], bool]:
-    # The stack token makes the services bypass their faults (auth-down, api-down answer 503
-    # to everyone else), so a stack started with a fault still becomes ready.
-    url = base_url + "/health"
+    # Readiness = the app serves its stack-control endpoint with our token. Not /health: with the
+    # auth-down or api-down fault /health answers 503 on purpose, and the stack must still start.
+    url = base_url + "/_stack/faults"
     headers = {STACK_TOKEN_HEADER: admin_token}
     return lambda: http_ok(url, timeout=2.0, headers=headers)
 

@@ -326,7 +326,7 @@ class AuthMiddleware:
         except httpx.TimeoutException:
             log.warning("auth service timeout after %.1fs", runtime.config.auth_timeout)
             raise _AuthFailure(503, "Authentication service timeout", 1) from None
-        except Exception as exc:  # connection refused, DNS, protocol errors: all "unavailable"
+        except Exception as exc:  # noqa: BLE001 - refused, DNS, protocol errors: all "unavailable"
             log.warning("auth service unavailable: %s", type(exc).__name__)
             raise _AuthFailure(503, "Authentication service unavailable", 1) from None
         if response.status_code == 200:

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -39,6 +40,7 @@ __all__ = [
     "group_pids",
     "http_ok",
     "minimal_env",
+    "start_watchdog",
     "wait_all_ready",
 ]
 
@@ -161,7 +163,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             try:
-                self._popen = subprocess.Popen(  # noqa: S603 - argv built by the stack, no shell
+                self._popen = subprocess.Popen(  # argv built by the stack, no shell
                     self.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -276,14 +278,17 @@ def wait_all_ready(
     deadline_s: float,
     *,
     on_ready: Callable[[ManagedProcess, float], None] | None = None,
+    since: float | None = None,
 ) -> dict[str, float]:
     """Wait for several children at once; return each one's readiness time in seconds.
 
     Fails (with :class:`StackError` carrying the failing child's log tail) as soon as any waited
-    child exits, or when the monotonic deadline passes. ``on_ready`` is called as each is ready.
+    child exits, or when the monotonic deadline passes: ``deadline_s`` after ``since`` (a
+    ``time.monotonic()`` value; default now). ``on_ready`` is called as each one is ready, with
+    the seconds since this call.
     """
     start = time.monotonic()
-    deadline = start + deadline_s
+    deadline = (start if since is None else since) + deadline_s
     pending = list(waits)
     ready: dict[str, float] = {}
     while pending:
@@ -305,9 +310,45 @@ def wait_all_ready(
             break
         if time.monotonic() >= deadline:
             proc = pending[0][0]
-            raise proc.failure(f"was not ready within {deadline_s:.0f} s")
+            raise proc.failure(f"was not ready within {deadline_s:g} s")
         time.sleep(_POLL_INTERVAL_S)
     return ready
+
+
+#: The watchdog: waits for its parent (the launcher) to vanish without teardown (SIGKILL,
+#: os._exit), then stops the given process groups. A normal stop SIGTERMs it first: it just exits.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, groups = int(sys.argv[1]), [int(a) for a in sys.argv[2:]]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while os.getppid() == parent:
+    time.sleep(0.5)
+def alive(g):
+    try:
+        os.killpg(g, 0)
+        return True
+    except OSError:
+        return False
+for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    for g in groups:
+        try:
+            os.killpg(g, sig)
+        except OSError:
+            pass
+    end = time.monotonic() + wait
+    while time.monotonic() < end and any(alive(g) for g in groups):
+        time.sleep(0.1)
+"""
+
+
+def start_watchdog(processes: Sequence[ManagedProcess], log_path: Path) -> ManagedProcess:
+    """Start a tiny process that stops ``processes``' groups if this process dies without teardown.
+
+    Teardown (``stop()``) is still the rule; this covers a launcher killed by SIGKILL or
+    ``os._exit`` (e.g. pytest-timeout's thread method), where neither ``finally`` nor atexit runs.
+    """
+    argv = [sys.executable, "-c", _WATCHDOG, str(os.getpid()), *(str(p.pid) for p in processes)]
+    return ManagedProcess("watchdog", argv, log_path=log_path, env=minimal_env()).start()
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,0 +1,258 @@
+"""The diagnosis codes' fixed texts: category, title, symptom, likely cause, fix, history.
+
+This is the public table of DESIGN.md ("Diagnosis codes"); the codes and categories must not
+change. The rules (:mod:`.rules`) use the ``fix`` as the default remediation and build the
+summary from the evidence; :mod:`.docs` renders ``docs/troubleshooting.md`` from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CODES", "TEXTS", "RuleText"]
+
+
+@dataclass(frozen=True)
+class RuleText:
+    category: str
+    title: str
+    symptom: str  #: the tell: what the probes and checks see
+    cause: str  #: the likely cause
+    fix: str  #: what to change, where
+    history: str  #: failure-catalogue entries (contract section 7)
+
+
+TEXTS: dict[str, RuleText] = {
+    "HOST_UNREACHABLE": RuleText(
+        "network", "A host does not answer at all",
+        "DNS does not resolve, the TCP connection is refused, or it times out, before any HTTP status "
+        "(the GET /health reachability probe of the API or auth host fails; every later probe to it is skipped).",
+        "The host name has no DNS record yet, nothing listens on that port (wrong port or scheme, "
+        "listener missing), or a firewall / security group drops the packets.",
+        "Check the URL settings (--hokusai-api-url, --hokusai-auth-url, --hokusai-tracking-uri), the DNS "
+        "record of the host, the balancer listener on that port (443 for https), and the security groups "
+        "between you and the balancer.",
+        "F1"),
+    "TLS_ERROR": RuleText(
+        "network", "The TLS handshake fails",
+        "The connection opens but the certificate or handshake is refused (requests SSLError), before any HTTP status.",
+        "The certificate does not cover the host name, has expired, misses its intermediate chain, or is "
+        "self-signed; or the port speaks plain http.",
+        "Install a certificate that covers the host (e.g. the *.hokus.ai wildcard) with its full chain on "
+        "the balancer's HTTPS listener; for a private CA, point REQUESTS_CA_BUNDLE at it.",
+        "F1, F14"),
+    "API_SERVICE_DOWN": RuleText(
+        "deployment", "The API service is not running",
+        "GET {api}/health answers 5xx or the balancer's HTML error page, while direct MLflow still answers.",
+        "The API container crashed or never started: an image that fails at import (syntax error, missing "
+        "MLFLOW_TRACKING_URI / MLFLOW_SERVER_URL), the wrong CPU architecture, or an ECS rollback.",
+        "Look at the API service's task events and logs, fix the start-up error, and redeploy; the balancer "
+        "target group for the API must report healthy targets on /health.",
+        "F24"),
+    "ROUTE_NOT_CONFIGURED": RuleText(
+        "deployment", "The balancer has no rule for the proxy path",
+        "GET {tracking}/api/2.0/mlflow/experiments/search gets a plain-text 404 'Not Found' even without a "
+        "key (a healthy proxy answers 401 first).",
+        "The load balancer's default action answers: no listener rule sends /api/mlflow/* to the API "
+        "service, or only the http listener has the rules.",
+        "Add a listener rule that forwards /api/mlflow/* (and /api/*) to the API service's target group, "
+        "on the HTTPS listener as well as the HTTP one.",
+        "F8, F10"),
+    "PROXY_ROUTE_NOT_MOUNTED": RuleText(
+        "deployment", "The API app has no route for the proxy mount",
+        "401 'API key required' without a key, but JSON 404 {\"detail\":\"Not Found\"} with a valid one "
+        "(auth runs before routing).",
+        "The running API version does not mount the MLflow proxy router at /api/mlflow (a stale task "
+        "definition, or a release that dropped the mount).",
+        "Mount the MLflow proxy router at /api/mlflow in the API app and deploy the task definition that "
+        "has it; compare the running image with the one you merged.",
+        "F9, F25"),
+    "MLFLOW_PATH_MISMATCH": RuleText(
+        "deployment", "The proxy forwards REST calls to a path MLflow does not serve",
+        "Authenticated REST calls get 404 RESOURCE_NOT_FOUND ('The requested resource was not found: "
+        "<path>') or MLflow's HTML 404.",
+        "The upstream path is wrong: MLflow runs with --static-prefix and the proxy targets the public URL "
+        "(ajax-api translation), MLflow >= 3.12 prefixes the REST routes too, or the /api/2.0/mlflow mount "
+        "strips its own prefix.",
+        "Point the proxy's MLflow upstream (MLFLOW_SERVER_URL / MLFLOW_TRACKING_URI on the API service) at "
+        "the internal MLflow root, keep api/2.0/mlflow in the forwarded path, pin MLflow below 3.12 while "
+        "it runs with --static-prefix, and tell clients to use {api}/api/mlflow as tracking URI.",
+        "F11, F12"),
+    "MLFLOW_UNREACHABLE": RuleText(
+        "deployment", "The proxy cannot reach MLflow",
+        "Through the proxy, 502 'Failed to connect to MLflow server at <base>' or 504 'MLflow server "
+        "request timeout'; GET {api}/api/health/mlflow gives 503 naming the connect or TLS error.",
+        "The API service's MLflow URL points at an address it cannot reach (internal load balancer without "
+        "listeners, unresolvable service-discovery name, changed IP), MLflow is down, or mTLS fails "
+        "(http vs https, certificate).",
+        "Fix MLFLOW_SERVER_URL / MLFLOW_TRACKING_URI on the API service (and the CA / client certificate "
+        "for mTLS); if direct MLflow fails too, restart the MLflow service.",
+        "F14"),
+    "AUTH_SERVICE_DOWN": RuleText(
+        "deployment", "The auth service is down or erroring",
+        "GET {auth}/health is not 200 (5xx, the balancer's HTML page), or validation answers 5xx; the proxy "
+        "says 'Authentication service unavailable / timeout / error' (503 with Retry-After: 1).",
+        "The auth service is not running, its target group has no healthy targets, or it fails on its "
+        "database (e.g. a missing table after a migration).",
+        "Restart the auth service and read its logs (database connectivity, migrations: UndefinedTable); "
+        "check its target group health. If it answers directly but the proxy says 'unavailable', fix "
+        "AUTH_SERVICE_URL / HOKUSAI_AUTH_SERVICE_URL on the API service.",
+        "F6, F29"),
+    "AUTH_SERVICE_MISROUTED": RuleText(
+        "deployment", "Validation calls do not reach the auth service",
+        "GET {auth}/health is fine but POST {auth}/api/v1/keys/validate hangs or 404s; the proxy says "
+        "'Authentication service timeout' (after about 5 s) or 'Authentication service error'.",
+        "A shared balancer's path rules catch /api/v1/* for the auth host and send it to another target, "
+        "or the API service's AUTH_SERVICE_URL points at the wrong host.",
+        "Give the auth host's /api/v1/* a host-header rule with a higher priority than the registry's /api/* "
+        "rules (or a dedicated balancer), and check AUTH_SERVICE_URL on the API service.",
+        "F7"),
+    "SERVICE_ID_REJECTED": RuleText(
+        "configuration", "The service_id in use does not match the key's registered service",
+        "The same key validates (200) directly with service_id omitted or 'platform', but not with the "
+        "service_id in use; through the proxy every key gets 401 'Invalid or expired API key'. The auth "
+        "service's 401 names the key's registered service.",
+        "The API service (AUTH_SERVICE_ID), the MLflow admin gateway (HOKUSAI_AUTH_SERVICE_ID) or this suite "
+        "(--hokusai-service-id) validates with a service_id the key is not registered for, e.g. "
+        "'ml-platform' while keys belong to 'platform'.",
+        "Set AUTH_SERVICE_ID=platform on the API service and HOKUSAI_AUTH_SERVICE_ID=platform on the MLflow "
+        "admin gateway (the auth service accepts only website, prediction and platform), and "
+        "--hokusai-service-id / HOKUSAI_SERVICE_ID to the key's service; then redeploy.",
+        "F4"),
+    "AUTH_CONTRACT_MISMATCH": RuleText(
+        "configuration", "The auth service and the proxy disagree on how the key is sent",
+        "Directly, the key validates in body style ({\"api_key\": ...}) but not in header style "
+        "(Authorization: Bearer, 422 or 401), or the other way round; the proxy, which uses the other "
+        "style, fails with 'Authentication service error' or 'Invalid or expired API key'.",
+        "A spec-strict auth service requires body api_key, while the API middleware sends the key as a "
+        "Bearer header. Check the service_id first: in 2025 this was misdiagnosed, and the real cause was "
+        "SERVICE_ID_REJECTED.",
+        "Make the auth service accept Authorization: Bearer on /api/v1/keys/validate (as the real one does), "
+        "or make the API middleware send the key as body api_key; the two must use one style.",
+        "F3"),
+    "PROXY_STRIPS_AUTH": RuleText(
+        "configuration", "The key does not reach the layer behind the proxy",
+        "The request carried the key, the proxy's auth passed, and yet the answer is 401 'API key required' "
+        "(from the MLflow admin gateway); GET /api/health/mlflow may report the same text.",
+        "The API proxy drops Authorization / X-API-Key before forwarding, or the key was sent as the "
+        "?api_key= query parameter, which the gateway does not read; or the API's own MLflow calls lack "
+        "MLFLOW_TRACKING_TOKEN.",
+        "Forward Authorization and X-API-Key unchanged in the API service's MLflow proxy; send the key as "
+        "'Authorization: Bearer' (not ?api_key=); give the API service an MLFLOW_TRACKING_TOKEN for its own "
+        "MLflow calls.",
+        "F2, F20"),
+    "ARTIFACTS_DISABLED": RuleText(
+        "configuration", "Only artifact calls fail",
+        "Experiments, runs and models work, but .../api/2.0/mlflow-artifacts/... gets 503 "
+        "ARTIFACTS_DISABLED, 404, or 5xx on PUT.",
+        "Artifact serving is off in the proxy (MLFLOW_SERVE_ARTIFACTS is not true), MLflow runs without "
+        "--serve-artifacts (or the proxy does not translate the mlflow-artifacts path), or the artifact "
+        "store refuses writes (bucket permissions).",
+        "Set MLFLOW_SERVE_ARTIFACTS=true on the API service; start MLflow with --serve-artifacts and an "
+        "--artifacts-destination; give the MLflow task role write access (s3:PutObject, s3:ListBucket) to "
+        "the artifact bucket.",
+        "F11, F13"),
+    "HOST_HEADER_REJECTED": RuleText(
+        "configuration", "MLflow rejects the Host header",
+        "A text/plain 403 'Invalid Host header - possible DNS rebinding attack detected' (unlike both JSON "
+        "403s), passed through by the proxy.",
+        "MLflow >= 3.9 checks the Host header, port included, against MLFLOW_SERVER_ALLOWED_HOSTS, and the "
+        "host the proxy forwards is not in the list.",
+        "Add the host MLflow sees, with its port (e.g. mlflow.hokusai-development.local:5000), to "
+        "MLFLOW_SERVER_ALLOWED_HOSTS on the MLflow server, or make the proxy send a Host that is listed.",
+        "F19"),
+    "KEY_MISSING": RuleText(
+        "credentials", "No API key is configured",
+        "No key in HOKUSAI_API_KEY or --hokusai-api-key-file: nothing is sent (a raw MLflow client without "
+        "MLFLOW_TRACKING_TOKEN gets 401 'API key required').",
+        "The key was not exported into the environment of the test run (CI secret missing or not mapped).",
+        "Export HOKUSAI_API_KEY=hk_live_... (or pass --hokusai-api-key-file PATH), or run against the "
+        "bundled stack with --hokusai-target=local.",
+        "F16"),
+    "KEY_MALFORMED": RuleText(
+        "credentials", "The API key does not have the Hokusai key format",
+        "The key is not hk_live_ / hk_test_ / hk_dev_ followed by 32 to 40 letters and digits; it is "
+        "reported before any request and never sent.",
+        "A truncated copy, quotes or whitespace around the value, or another secret in its place.",
+        "Copy the key again (hk_live_ + 32 alphanumerics, no quotes, spaces or line breaks) into "
+        "HOKUSAI_API_KEY or the key file.",
+        "F16"),
+    "KEY_REJECTED": RuleText(
+        "credentials", "The auth service rejects the key",
+        "Direct validation fails (401) in every style and with every service_id, including none; the proxy "
+        "answers 401 'Invalid or expired API key'.",
+        "The key is unknown, expired, revoked, or restricted to other client IPs (allowed_ips).",
+        "Mint a new key (POST {auth}/api/v1/keys with service_id platform and the model:write scope) and "
+        "put it in HOKUSAI_API_KEY; for an IP-restricted key, check the client_ip the proxy forwards.",
+        "F5"),
+    "KEY_LACKS_WRITE_SCOPE": RuleText(
+        "credentials", "The key may read but not write",
+        "Reads pass; writes (experiments/create, registered-models/create, artifact PUT and GET) get 403 "
+        "FORBIDDEN whose body lists current_scopes.",
+        "The key was minted without a write scope (model:write, mlflow:write, mlflow:access, write, admin).",
+        "Mint a key with the model:write (or mlflow:write) scope, or add the scope to this key in the auth "
+        "service.",
+        "F17"),
+    "REGISTRY_ADMIN_REQUIRED": RuleText(
+        "credentials", "The registry is closed to non-admin keys",
+        "Every registry request, reads included, gets 403 {\"error\":\"REGISTRY_ADMIN_REQUIRED\"} from the "
+        "API (via /api/mlflow) or from the MLflow gateway (via /mlflow); /api/v1/* still works.",
+        "The platform's registry-admin policy (since 2026-06-30): only admins may use MLflow, so third-party "
+        "registration through MLflow is closed by design.",
+        "Use a key whose principal is a registry admin (is_admin, or a scope in REGISTRY_ADMIN_SCOPES: "
+        "admin, mlflow:admin, registry:admin, model-registry:admin), or relax the policy on the API service "
+        "and the MLflow admin gateway.",
+        "F18"),
+    "PAYMENT_REQUIRED": RuleText(
+        "credentials", "The account behind the key has no balance",
+        "402 'Insufficient balance' or 402 {\"error\":\"usage_debit_rejected\", \"reason_code\": ...}.",
+        "The key's account has an insufficient settled balance or the usage debit was rejected.",
+        "Top up the account or change the key's billing plan; MLflow paths are exempt on current platform "
+        "versions, so a 402 there also means an old API build is running.",
+        "F21"),
+    "RATE_LIMITED": RuleText(
+        "credentials", "The key or the client is rate limited",
+        "429, with Retry-After (60 s from the proxy); the MLflow client backs off for minutes before it "
+        "shows the error.",
+        "The key's rate_limit_per_hour is spent (default 1000), or a per-IP limit of the API applies.",
+        "Wait for Retry-After, raise the key's rate_limit_per_hour (10 to 100000), or use a separate key "
+        "for the suite; run MLflow clients with MLFLOW_HTTP_REQUEST_MAX_RETRIES=1 so 429s show at once.",
+        "F22"),
+    "AUTH_BYPASS": RuleText(
+        "security", "The proxy serves requests without a valid key",
+        "A request with no key, or with a well-formed key nobody minted, is served (2xx) by the proxy.",
+        "The API's auth middleware is not installed or not enforcing on /api/mlflow (an unauthenticated "
+        "prefix that is too wide, or a 200 {\"is_valid\": false} accepted as valid).",
+        "Install the key-authentication middleware in front of the MLflow proxy, keep /api/mlflow out of "
+        "its unauthenticated prefixes, and treat is_valid: false as a rejection. Treat this as a security "
+        "incident: the registry was open.",
+        "security, F30"),
+    "REVOCATION_DELAYED": RuleText(
+        "security", "A revoked key keeps working",
+        "After its revocation, a key is still served through the proxy; the finding gives for how long.",
+        "The API caches successful validations (Redis or in memory) for too long, and revocation does not "
+        "invalidate the cache.",
+        "Lower the validation cache TTL (60 s on the platform), delete the cached entry "
+        "(api_key:validation:<key>) when a key is revoked, and check the Redis cache for stale positives.",
+        "F5, F23"),
+    "CLIENT_TOKEN_LOST": RuleText(
+        "client", "The MLflow client lost its token mid-run",
+        "The MLflow client's requests carry no key and get 401 'API key required', although a key is "
+        "configured and works on the proxy; MLFLOW_TRACKING_TOKEN is unset at that moment.",
+        "The hokusai SDK's local fallback (2025-07-16 to 2026-04-18) cleared MLFLOW_TRACKING_TOKEN after a "
+        "failed remote probe; or something else in the process unset it.",
+        "Upgrade the hokusai SDK past 66d077c, set MLFLOW_TRACKING_TOKEN again after SDK initialisation, "
+        "and check that nothing falls back to http://localhost:5001.",
+        "F15"),
+    "UNEXPECTED_RESPONSE": RuleText(
+        "other", "Something no rule explains",
+        "A check failed or a probe answered in a way none of the rules above recognise; the evidence shows "
+        "what was seen.",
+        "Unknown: a new failure mode, or an old one in a new shape.",
+        "Read the evidence (status, content type, body excerpt) and the failing checks' transcripts, "
+        "compare them with the failure catalogue, and report the case so that a rule can be added.",
+        "F25, F26, F27, F28"),
+}
+
+#: Every code, in the DESIGN.md table's order.
+CODES: tuple[str, ...] = tuple(TEXTS)
