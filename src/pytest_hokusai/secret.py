@@ -31,6 +31,7 @@ KEY_PREFIXES = ("hk_live_", "hk_test_", "hk_dev_")
 #: (contract section 3, "Key formats"). Anything outside that is reported as KEY_MALFORMED.
 KEY_PATTERN = re.compile(r"^hk_(live|test|dev)_([A-Za-z0-9]{32,40})$")
 _ELLIPSIS = "\u2026"
+_KEY_SHAPED = re.compile(r"hk_(?:live|test|dev)_[A-Za-z0-9]{16,}")
 
 _registry_lock = threading.Lock()
 _registry: dict[str, str] = {}  # secret part -> masked form
@@ -68,11 +69,14 @@ def _register(raw: str, masked: str) -> None:
 def redact(text: str) -> str:
     """Replace every occurrence of every key created in this process by its masked form.
 
-    Longer values are replaced first, so the full key becomes ``hk_live_…wxyz`` and a stray
-    secret part becomes ``…wxyz``.
+    Any key-shaped text (``hk_live_`` + 16 or more letters and digits) is masked whole first; then
+    registered values, longest first, so a stray secret part becomes ``…wxyz``.
     """
     if not text:
         return text
+    # Anything shaped like a key is masked whole first (even a key this process never saw), so a
+    # registered secret part can never leave half a key behind.
+    text = _KEY_SHAPED.sub(lambda m: mask(m.group(0)), text)
     with _registry_lock:
         items = sorted(_registry.items(), key=lambda kv: len(kv[0]), reverse=True)
     for raw, masked in items:

@@ -82,11 +82,11 @@ def vauth(style: str) -> str:
     return BEARER if style == "header" else f"body api_key={KEY.masked}"
 
 
-def validation(e: TriageEvidence, style: str, sid: str | None, status: int, body: Any, **kw: Any) -> None:
+def validation(e: TriageEvidence, style: str, sid: str | None, status: int | None, body: Any, **kw: Any) -> None:
     e.add_probe(ev.validate_probe_name(style, sid), x("POST", VALIDATE, status, body, auth=vauth(style), **kw))
 
 
-def all_validations(e: TriageEvidence, status: int, body: Any, sids: tuple[str | None, ...] = (None, "platform"),
+def all_validations(e: TriageEvidence, status: int | None, body: Any, sids: tuple[str | None, ...] = (None, "platform"),
                     styles: tuple[str, ...] = ("header", "body"), **kw: Any) -> None:
     for sid in sids:
         for style in styles:
@@ -700,7 +700,8 @@ def test_triage_against_a_closed_port_is_host_unreachable_within_budget() -> Non
     started = time.monotonic()
     evidence = run_triage(settings_for(api, auth), HokusaiKeys(primary=KEY), factory(recorder), budget_s=5.0)
     assert time.monotonic() - started < 5.0
-    assert evidence.probe(ev.API_HEALTH) is not None and evidence.probe(ev.API_HEALTH).error == "refused"
+    health = evidence.probe(ev.API_HEALTH)
+    assert health is not None and health.error == "refused"
     assert ev.PROXY_KEY in evidence.skipped and ev.EXPERIMENT_CREATE in evidence.skipped
     assert len(recorder) == len(evidence.probes) <= 3, "an unreachable host is not asked again"
     found = primary(diagnose(evidence))
