@@ -32,6 +32,7 @@ __all__ = [
     "HokusaiKeys",
     "HokusaiSettings",
     "SettingSpec",
+    "extra_key",
     "is_loopback_host",
     "resolve_keys",
     "resolve_settings",
@@ -44,6 +45,7 @@ DEFAULT_AUTH_URL = "https://auth.hokus.ai"
 KEY_ENV = "HOKUSAI_API_KEY"
 READONLY_KEY_ENV = "HOKUSAI_READONLY_API_KEY"
 REVOKED_KEY_ENV = "HOKUSAI_REVOKED_API_KEY"
+EXPIRED_KEY_ENV = "HOKUSAI_EXPIRED_API_KEY"
 
 
 # -- value parsers: each returns the parsed value or raises ValueError("why; the fix") ----------
@@ -114,6 +116,33 @@ def _parse_timeout(raw: str) -> float:
     return value
 
 
+def _number_parser(unit: str, example: str, *, low: float, high: float, low_inclusive: bool = False,
+                   integer: bool = False) -> Callable[[str], float]:
+    """A parser for a bounded number (``integer``: a whole number); errors name the range and unit."""
+    kind = "a whole number" if integer else "a number"
+    lower = "at least" if low_inclusive else "more than"
+
+    def parse(raw: str) -> float:
+        try:
+            value = int(str(raw).strip()) if integer else float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be {kind} such as {example} ({unit})") from None
+        too_low = value < low if low_inclusive else value <= low
+        if too_low or value > high or value != value:  # value != value: NaN
+            raise ValueError(f"must be {lower} {low:g} and at most {high:g} ({unit})")
+        return value
+
+    return parse
+
+
+_parse_budget_ms = _number_parser("milliseconds", "1000", low=0, high=600_000)
+_parse_budget_s = _number_parser("seconds", "120", low=0, high=86_400)
+_parse_concurrency = _number_parser("clients", "8", low=1, high=64, low_inclusive=True, integer=True)
+_parse_megabytes = _number_parser("megabytes", "50", low=0, high=10_240)
+_parse_wait_s = _number_parser("seconds", "10", low=0, high=3_600, low_inclusive=True)
+_parse_factor = _number_parser("times the baseline", "2.0", low=1, high=1_000)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """How one setting is spelt, parsed and documented."""
@@ -171,6 +200,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("timeout", "Timeout in seconds for each HTTP request", _parse_timeout, "10", metavar="SECONDS"),
     SettingSpec("api-key-file", "Read the API key from this file instead of HOKUSAI_API_KEY",
                 _parse_path, None, metavar="PATH"),
+    # -- edge and performance checks --------------------------------------------------------------
+    SettingSpec("budget-auth-ms", "Latency budget in milliseconds for the auth service's key validation "
+                "(p95 of the performance sample)", _parse_budget_ms, "1000", metavar="MS"),
+    SettingSpec("budget-proxy-ms", "Latency budget in milliseconds for a request through the MLflow proxy "
+                "(p95 of the performance sample)", _parse_budget_ms, "2000", metavar="MS"),
+    SettingSpec("budget-registration-s", "Time budget in seconds for the full train, log, register, load "
+                "back flow", _parse_budget_s, "120", metavar="SECONDS"),
+    SettingSpec("concurrency", "How many MLflow clients the concurrency edge check runs at once",
+                _parse_concurrency, "8", metavar="N"),
+    SettingSpec("large-model-mb", "Size in megabytes of the artifact the large-model edge check uploads "
+                "and downloads through the proxy", _parse_megabytes, "50", metavar="MB"),
+    SettingSpec("revocation-wait-s", "How long in seconds to keep polling a revoked key that still works "
+                "before reporting REVOCATION_DELAYED", _parse_wait_s, "10", metavar="SECONDS"),
+    SettingSpec("baseline", "An earlier --hokusai-report-json file: the summary then says what was fixed, "
+                "what still fails, what newly fails and how latency changed", _parse_path, None, metavar="PATH"),
+    SettingSpec("regression-factor", "With --hokusai-baseline: a p50 latency more than this many times the "
+                "baseline's fails the performance check", _parse_factor, "2.0", metavar="FACTOR"),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}
 
@@ -195,6 +241,14 @@ class HokusaiSettings:
     keep: bool = False
     timeout: float = 10.0
     api_key_file: Path | None = None
+    budget_auth_ms: float = 1000.0
+    budget_proxy_ms: float = 2000.0
+    budget_registration_s: float = 120.0
+    concurrency: int = 8
+    large_model_mb: float = 50.0
+    revocation_wait_s: float = 10.0
+    baseline: Path | None = None
+    regression_factor: float = 2.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -311,6 +365,14 @@ def resolve_keys(settings: HokusaiSettings, environ: Mapping[str, str] | None = 
         return Secret(value, source=f"env {name}") if value else None
 
     return HokusaiKeys(primary=primary, readonly=_extra(READONLY_KEY_ENV), revoked=_extra(REVOKED_KEY_ENV))
+
+
+def extra_key(name: str, environ: Mapping[str, str] | None = None) -> Secret | None:
+    """An optional extra key for the edge checks from the environment variable ``name`` (e.g.
+    ``HOKUSAI_EXPIRED_API_KEY``), as a :class:`Secret`; ``None`` when it is unset or blank."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    return Secret(value, source=f"env {name}") if value else None
 
 
 def settings_from_config(config: pytest.Config, environ: Mapping[str, str] | None = None) -> HokusaiSettings:

@@ -1,0 +1,92 @@
+"""Proxy latency overhead: small GETs through the authenticating proxy vs straight to MLflow.
+
+One local stack. The same request (``experiments/search?max_results=1``) is sent N times through
+the proxy (``{tracking_uri}/api/2.0/mlflow/...`` with a Bearer key, the key's validation cached by
+a warm-up) and N times directly to MLflow (``{mlflow_url}/api/2.0/mlflow/...``), each side on its
+own keep-alive ``requests.Session``, interleaved in blocks whose order alternates, so that drift
+(other load on the machine) hits both sides alike. The baseline is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from _common import HTTP_TIMEOUT, TRACKER, fmt, load1, new_result, stats_ms, target
+
+NAME = "proxy"
+TARGET_OVERHEAD_PCT = 25.0
+_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def _timed_get(session: Any, url: str) -> float:
+    start = time.perf_counter()
+    resp = session.get(url, timeout=HTTP_TIMEOUT)
+    elapsed = time.perf_counter() - start
+    if resp.status_code != 200:
+        raise RuntimeError(f"GET {url.split('?')[0]} -> HTTP {resp.status_code}")
+    return elapsed
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure and return the result dict (see ``_common.new_result``)."""
+    import requests
+
+    from pytest_hokusai.stack import start_stack
+
+    n, block, warmup = (60, 10, 10) if quick else (300, 25, 30)
+    result = new_result(NAME, "Proxy latency overhead (small GET, proxy vs direct MLflow)")
+    result["method"] = [
+        f"{n} GET `experiments/search?max_results=1` through the proxy (Bearer key) and {n} direct to "
+        f"MLflow, one keep-alive `requests.Session` each, after {warmup} warm-up requests each "
+        "(the proxy's key-validation cache is warm).",
+        f"Interleaved in blocks of {block}; the block order alternates every round (P,D then D,P).",
+        "Overhead = (proxy p50 - direct p50) / direct p50.",
+    ]
+    with start_stack() as stack:
+        TRACKER.add(stack.pids())
+        key = stack.mint_key(scopes=("read", "write"), name="bench proxy key")
+        proxy_url = stack.tracking_uri + _PATH
+        direct_url = stack.mlflow_url + _PATH
+        with requests.Session() as sp, requests.Session() as sd:
+            sp.trust_env = sd.trust_env = False
+            sp.headers["Authorization"] = "Bearer " + key.reveal()
+            for _ in range(warmup):
+                _timed_get(sp, proxy_url)
+                _timed_get(sd, direct_url)
+            times: dict[str, list[float]] = {"proxy": [], "direct": []}
+            loads: list[float] = [load1()]
+            rounds = n // block
+            for r in range(rounds):
+                order = (("proxy", sp, proxy_url), ("direct", sd, direct_url))
+                if r % 2:
+                    order = order[::-1]
+                for label, session, url in order:
+                    for _ in range(block):
+                        times[label].append(_timed_get(session, url))
+                loads.append(load1())
+    p = stats_ms(times["proxy"])
+    d = stats_ms(times["direct"])
+    overhead = (p["p50"] - d["p50"]) / d["p50"] * 100.0
+    mean_overhead = (p["mean"] - d["mean"]) / d["mean"] * 100.0
+    result["metrics"] = {
+        "proxy_ms": p, "direct_ms": d, "p50_overhead_pct": overhead, "mean_overhead_pct": mean_overhead,
+        "p50_overhead_ms": p["p50"] - d["p50"], "load1_during": [min(loads), max(loads)],
+    }
+    result["tables"].append({
+        "title": "Latency (ms)",
+        "columns": ["path", "n", "p50", "p95", "mean", "min", "max"],
+        "rows": [[label, int(s["n"]), fmt(s["p50"]), fmt(s["p95"]), fmt(s["mean"]), fmt(s["min"]), fmt(s["max"])]
+                 for label, s in (("proxy", p), ("direct MLflow", d))],
+    })
+    result["targets"].append(target(
+        "p50 overhead of proxy over direct", f"<= {TARGET_OVERHEAD_PCT:.0f} %",
+        f"{overhead:.1f} % (+{p['p50'] - d['p50']:.2f} ms)", overhead <= TARGET_OVERHEAD_PCT,
+    ))
+    result["targets"].append(target(
+        "mean overhead (info)", "-", f"{mean_overhead:.1f} % (+{p['mean'] - d['mean']:.2f} ms)", None,
+    ))
+    result["notes"].append(
+        f"1-min load average during the loop: {min(loads):.2f} .. {max(loads):.2f} (2 cores)."
+    )
+    return result

@@ -1,0 +1,321 @@
+"""Edge cases: bad, unknown, revoked, expired and read-only keys; concurrent clients; a large model.
+
+Key rules (through the proxy, ``GET {tracking}/api/2.0/mlflow/experiments/search``): a malformed
+key, a well-formed key nobody minted and no key are each answered 401 (served: AUTH_BYPASS); a
+revoked key is answered 401 (still served: polled for up to ``--hokusai-revocation-wait-s``, then
+REVOCATION_DELAYED with how long); an expired key is answered 401; a read-only key reads (200)
+and gets 403 on writes. Then ``--hokusai-concurrency`` MLflow clients register versions of one
+model and separate models at once, and a ``--hokusai-large-model-mb`` artifact goes up through the
+proxy and comes back with the same SHA-256.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import secrets
+import string
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ..secret import Secret
+from ..settings import EXPIRED_KEY_ENV, READONLY_KEY_ENV, REVOKED_KEY_ENV, extra_key
+from ._support import describe
+
+pytestmark = [pytest.mark.live, pytest.mark.hokusai_edge]
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+MLFLOW_API = "/api/2.0/mlflow"
+#: A key with the right prefix and far too short a body (not a real key's shape).
+MALFORMED_KEY = "hk_live_short"
+POLL_INTERVAL_S = 0.5
+CHUNK = 1024 * 1024
+LOCAL_HINT = "or run with --hokusai-target=local, which mints one"
+
+
+def unknown_key() -> Secret:
+    """A well-formed key nobody minted: ``hk_live_`` + 32 random letters and digits, made now."""
+    alphabet = string.ascii_letters + string.digits
+    return Secret("hk_live_" + "".join(secrets.choice(alphabet) for _ in range(32)), source="edge check (unknown)")
+
+
+def _search(session, settings, key, label):
+    return session.probe("GET", settings.tracking_uri + SEARCH, key=key, label=label)
+
+
+# -- keys -------------------------------------------------------------------------------------
+BAD_KEYS = {
+    "malformed": "a malformed key (hk_live_ + 5 characters)",
+    "unknown": "a well-formed key nobody minted",
+    "none": "no key",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_KEYS))
+def test_bad_key_is_rejected_with_401(hokusai_session, hokusai_settings, case):
+    key = {"malformed": Secret(MALFORMED_KEY, source="edge check (malformed)"), "unknown": unknown_key(),
+           "none": None}[case]
+    result = _search(hokusai_session, hokusai_settings, key, f"check:edge-{case}-key")
+    assert not result.ok, (
+        f"AUTH_BYPASS: the proxy served MLflow to a request with {BAD_KEYS[case]}: {describe(result)}"
+    )
+    assert result.status == 401, f"the proxy must answer {BAD_KEYS[case]} with 401: {describe(result)}"
+
+
+def _add_facts(hokusai_run, facts):
+    """Give the diagnosis what the check learned (TriageEvidence.facts); never hides the failure."""
+    try:
+        evidence = hokusai_run.ensure_triage()
+        for name, value in facts.items():
+            evidence.add_fact(name, value)
+    except Exception:  # noqa: BLE001  # the diagnosis is best effort; the check's own message stands
+        pass
+
+
+def test_revoked_key_is_rejected(hokusai_session, hokusai_settings, hokusai_keys, hokusai_run, hokusai_measure,
+                                 record_property):
+    key = hokusai_keys.revoked
+    if key is None:
+        pytest.skip(f"no revoked key: export {REVOKED_KEY_ENV} (a key revoked in the Hokusai dashboard), {LOCAL_HINT}")
+    first = _search(hokusai_session, hokusai_settings, key, "check:edge-revoked-key")
+    if not first.ok:
+        assert first.status == 401, f"the proxy must answer a revoked key with 401: {describe(first)}"
+        return
+    other = _search(hokusai_session, hokusai_settings, unknown_key(), "check:edge-unknown-key")
+    assert not other.ok, (
+        f"AUTH_BYPASS: the revoked key {key.masked} is served, and so is a key nobody minted: the proxy does not "
+        f"validate keys at all ({describe(first)}; {describe(other)})"
+    )
+    # Served: poll until the proxy stops serving it, for at most --hokusai-revocation-wait-s.
+    bound = hokusai_settings.revocation_wait_s
+    started = time.monotonic()
+    last = first
+    while last.ok and time.monotonic() - started <= bound:
+        time.sleep(POLL_INTERVAL_S)
+        last = _search(hokusai_session, hokusai_settings, key, "check:edge-revoked-key-poll")
+    served_for = time.monotonic() - started  # > bound when it is still served
+    record_property("hokusai_revocation", f"revoked key served for {served_for:.1f} s after the first try "
+                                          f"(bound {bound:g} s), then {last.status}")
+    if not last.ok:
+        hokusai_measure("revocation_delay_s", served_for)
+        assert last.status == 401, f"the proxy must answer a revoked key with 401: {describe(last)}"
+        return
+    from ..diagnosis import FACT_REVOCATION_DELAY, FACT_REVOCATION_TOLERANCE
+
+    _add_facts(hokusai_run, {FACT_REVOCATION_DELAY: served_for, FACT_REVOCATION_TOLERANCE: bound})
+    pytest.fail(
+        f"REVOCATION_DELAYED: the revoked key {key.masked} ({key.source}) is still served {served_for:.1f} s "
+        f"after the first try (polled every {POLL_INTERVAL_S:g} s for up to {bound:g} s, "
+        f"--hokusai-revocation-wait-s): {describe(last)}",
+        pytrace=False,
+    )
+
+
+def _expired_key(hokusai_run):
+    info = hokusai_run.local_info()
+    if info is not None:
+        from ..stack.launcher import Stack
+
+        return Stack.from_json(info.stack_json).mint_key(expires_in_seconds=0, name="pytest-hokusai expired key")
+    key = extra_key(EXPIRED_KEY_ENV)
+    if key is None:
+        pytest.skip(f"no expired key: export {EXPIRED_KEY_ENV} (a key past its expiry date), {LOCAL_HINT}")
+    return key
+
+
+def test_expired_key_is_rejected(hokusai_session, hokusai_settings, hokusai_run):
+    key = _expired_key(hokusai_run)
+    result = _search(hokusai_session, hokusai_settings, key, "check:edge-expired-key")
+    assert not result.ok, f"the proxy served MLflow to the expired key {key.masked}: {describe(result)}"
+    assert result.status == 401, f"the proxy must answer an expired key with 401: {describe(result)}"
+
+
+def test_readonly_key_reads_but_cannot_write(hokusai_session, hokusai_settings, hokusai_keys, hokusai_unique_name):
+    key = hokusai_keys.readonly
+    if key is None:
+        pytest.skip(f"no read-only key: export {READONLY_KEY_ENV} (a key with the read scope only), {LOCAL_HINT}")
+    read = _search(hokusai_session, hokusai_settings, key, "check:edge-readonly-read")
+    assert read.status == 200, f"the read-only key cannot read: {describe(read)}"
+    base = hokusai_settings.tracking_uri + MLFLOW_API
+    writes = {
+        "experiments/create": {"name": hokusai_unique_name("hokusai-edge-readonly-exp")},
+        "registered-models/create": {"name": hokusai_unique_name("hokusai-edge-readonly-model")},
+    }
+    served = []
+    for path, body in writes.items():
+        result = hokusai_session.probe("POST", f"{base}/{path}", key=key, json=body,
+                                       label="check:edge-readonly-write")
+        if result.ok:
+            served.append(describe(result))
+            _undo(hokusai_session, base, path, body, result.json)
+            continue
+        assert result.status == 403, f"a write with the read-only key must get 403: {describe(result)}"
+    assert not served, f"the proxy let the read-only key {key.masked} write: {'; '.join(served)}"
+
+
+def _undo(session, base, path, body, answer):
+    """Delete what a wrongly allowed write created (with the primary key)."""
+    if path == "experiments/create" and isinstance(answer, dict) and answer.get("experiment_id"):
+        session.probe("POST", f"{base}/experiments/delete", json={"experiment_id": answer["experiment_id"]},
+                      label="check:edge-cleanup")
+    elif path == "registered-models/create":
+        session.probe("DELETE", f"{base}/registered-models/delete", json={"name": body["name"]},
+                      label="check:edge-cleanup")
+
+
+# -- concurrency ------------------------------------------------------------------------------
+def _parallel(n, task, nodeid, recorder):
+    """Run ``task(i)`` for i in 0..n-1 on n threads released together; return (results, errors)."""
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        with recorder.context(nodeid=nodeid):
+            barrier.wait(timeout=60)
+            return task(i)
+
+    results, errors = {}, {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="hokusai-edge") as pool:
+        futures = {pool.submit(run, i): i for i in range(n)}
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # noqa: BLE001  # reported per client below
+                errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return results, errors
+
+
+def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_settings, hokusai_unique_name,
+                                                 hokusai_run, hokusai_measure, request):
+    from ..registry import cleanup, make_client
+
+    n = hokusai_settings.concurrency
+    client = hokusai_mlflow_client
+    uri = hokusai_settings.tracking_uri
+    recorder = hokusai_run.state.recorder
+    shared = hokusai_unique_name("hokusai-edge-concurrent")
+    separate = [f"{shared}-m{i}" for i in range(n)]
+    experiment_name = hokusai_unique_name("hokusai-edge-concurrent-exp")
+    experiment_id = None
+    try:
+        experiment_id = client.create_experiment(experiment_name)
+        run = client.create_run(experiment_id, tags={"hokusai.check": "concurrency"})
+        source = f"{run.info.artifact_uri}/model"
+        client.create_registered_model(shared, description="created by pytest-hokusai; safe to delete")
+
+        def new_version(i):
+            return str(make_client(uri).create_model_version(
+                shared, source=source, run_id=run.info.run_id, await_creation_for=0).version)
+
+        def new_model(i):
+            own = make_client(uri)
+            own.create_registered_model(separate[i], description="created by pytest-hokusai; safe to delete")
+            return str(own.create_model_version(separate[i], source=source, run_id=run.info.run_id,
+                                                await_creation_for=0).version)
+
+        started = time.monotonic()
+        versions, version_errors = _parallel(n, new_version, request.node.nodeid, recorder)
+        hokusai_measure("concurrent_versions_s", time.monotonic() - started)
+        started = time.monotonic()
+        models, model_errors = _parallel(n, new_model, request.node.nodeid, recorder)
+        hokusai_measure("concurrent_models_s", time.monotonic() - started)
+        listed = sorted(int(v.version) for v in client.search_model_versions(f"name='{shared}'"))
+        present: dict[str, list[str]] = {name: [] for name in separate}
+        for version in client.search_model_versions(f"name LIKE '{shared}-m%'"):
+            present.setdefault(version.name, []).append(str(version.version))
+    finally:
+        problems = [] if hokusai_settings.keep else cleanup(
+            client, model_names=[shared, *separate], experiment_ids=[experiment_id] if experiment_id else [],
+            experiment_names=[experiment_name])
+
+    assert not version_errors, f"{len(version_errors)} of {n} concurrent create_model_version calls failed: " + \
+        "; ".join(f"client {i}: {e}" for i, e in sorted(version_errors.items()))
+    numbers = sorted(int(v) for v in versions.values())
+    assert len(set(numbers)) == len(numbers), f"concurrent clients were given duplicate version numbers: {numbers}"
+    assert numbers == list(range(1, n + 1)), f"version numbers are not exactly 1..{n}: {numbers}"
+    assert listed == list(range(1, n + 1)), f"the registry lists versions {listed} of {shared}, expected 1..{n}"
+    assert not model_errors, f"{len(model_errors)} of {n} concurrent model registrations failed: " + \
+        "; ".join(f"client {i}: {e}" for i, e in sorted(model_errors.items()))
+    lost = {name: found for name, found in present.items() if found != ["1"]}
+    assert not lost, f"models lost or with unexpected versions after concurrent registration: {lost}"
+    assert not problems, f"cleanup failed: {problems}"
+
+
+# -- a large model --------------------------------------------------------------------------
+def _write_random(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path`` in 1 MiB chunks; return their SHA-256 (hex)."""
+    digest = hashlib.sha256()
+    remaining = size
+    with path.open("wb") as fh:
+        while remaining > 0:
+            chunk = secrets.token_bytes(min(CHUNK, remaining))
+            digest.update(chunk)
+            fh.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_large_model_artifact_roundtrip(hokusai_mlflow_client, hokusai_settings, hokusai_unique_name,
+                                        hokusai_measure, record_property, tmp_path):
+    client = hokusai_mlflow_client
+    size = max(1, int(hokusai_settings.large_model_mb * 1024 * 1024))
+    upload = tmp_path / "large-model.bin"
+    download_dir = tmp_path / "down"
+    download_dir.mkdir()
+    experiment_id = None
+    run_id = None
+    try:
+        expected = _write_random(upload, size)
+        experiment_id = client.create_experiment(hokusai_unique_name("hokusai-edge-large"))
+        run_id = client.create_run(experiment_id, tags={"hokusai.check": "large-model"}).info.run_id
+        started = time.monotonic()
+        client.log_artifact(run_id, str(upload), artifact_path="large-model")
+        up_s = time.monotonic() - started
+        hokusai_measure("large_upload_s", up_s)
+        listed = {f.path: f.file_size for f in client.list_artifacts(run_id, "large-model")}
+        assert listed.get("large-model/large-model.bin") == size, (
+            f"after the upload the server lists {listed or 'nothing'}, expected large-model/large-model.bin of "
+            f"{size} bytes"
+        )
+        started = time.monotonic()
+        local = Path(client.download_artifacts(run_id, "large-model/large-model.bin", str(download_dir)))
+        down_s = time.monotonic() - started
+        hokusai_measure("large_download_s", down_s)
+        mb = size / 1024 / 1024
+        record_property("hokusai_large_model", f"{mb:g} MB: up {up_s:.2f} s ({mb / max(up_s, 1e-6):.1f} MB/s), "
+                                               f"down {down_s:.2f} s ({mb / max(down_s, 1e-6):.1f} MB/s)")
+        got_size = local.stat().st_size
+        assert got_size == size, f"downloaded {got_size} bytes of the {size} uploaded"
+        assert _sha256(local) == expected, f"the {mb:g} MB artifact came back with a different SHA-256"
+        client.set_terminated(run_id)
+    finally:
+        for path in (upload, download_dir / "large-model.bin"):
+            path.unlink(missing_ok=True)
+        if not hokusai_settings.keep and run_id is not None:
+            _delete_artifacts(client, run_id)
+        if not hokusai_settings.keep and experiment_id is not None:
+            try:
+                client.delete_experiment(experiment_id)
+            except Exception:  # noqa: BLE001  # best effort; the round trip is what is checked
+                pass
+
+
+def _delete_artifacts(client, run_id):
+    """Remove the uploaded artifact from the store (deleting the experiment leaves artifacts behind)."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts("large-model")
+    except Exception:  # noqa: BLE001  # best effort: not every artifact store supports deletion
+        pass

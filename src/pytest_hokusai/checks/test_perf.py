@@ -1,0 +1,123 @@
+"""Performance: key validation latency, proxy request latency and full registration time, against
+the ``hokusai_budget_*`` settings, and (with ``--hokusai-baseline``) against an earlier run.
+
+Samples are bounded in count and in time. A budget applies to the p95 of the sample (the
+registration time is one measurement); a baseline applies to the p50: more than
+``--hokusai-regression-factor`` times the baseline's (and beyond a small noise floor, see
+:data:`pytest_hokusai.baseline.NOISE_FLOOR`) fails the check, naming both numbers.
+
+Every validation and proxy request is recorded, so the JSON report's ``auth_validate_ms`` and
+``proxy_request_ms`` include these samples; ``registration_s`` is recorded explicitly.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from ..baseline import baseline_p50, load_baseline, regression
+from ..errors import SettingsError
+from ..state import percentile
+from ._support import describe
+
+pytestmark = [pytest.mark.live, pytest.mark.hokusai_perf]
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+AUTH_SAMPLES = 20
+PROXY_SAMPLES = 30
+#: A sample stops early after this long (the budget check then uses what it has).
+SAMPLE_TIME_LIMIT_S = 30.0
+MIN_SAMPLES = 5
+
+
+@pytest.fixture(scope="module")
+def perf_baseline(hokusai_settings):
+    """The ``--hokusai-baseline`` report (a dict), or None when the setting is unset."""
+    if hokusai_settings.baseline is None:
+        return None
+    try:
+        return load_baseline(hokusai_settings.baseline)
+    except SettingsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _sample(count, call):
+    """Up to ``count`` latencies from ``call()`` (which returns one, or raises), bounded in time."""
+    samples = []
+    deadline = time.monotonic() + SAMPLE_TIME_LIMIT_S
+    while len(samples) < count and (len(samples) < MIN_SAMPLES or time.monotonic() < deadline):
+        samples.append(call())
+    return samples
+
+
+def _judge(measure, what, samples, budget_ms, baseline, factor, record_property):
+    p50, p95 = statistics.median(samples), percentile(samples, 95)
+    record_property(f"hokusai_{measure}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, n={len(samples)}")
+    problems = []
+    if p95 > budget_ms:
+        problems.append(f"{what} p95 {p95:.0f} ms over the {budget_ms:g} ms budget "
+                        f"(p50 {p50:.0f} ms, n={len(samples)})")
+    if baseline is not None:
+        slower = regression(measure, baseline_p50(baseline, measure), p50, factor)
+        if slower:
+            problems.append(f"{what} regressed since the baseline: {slower}")
+    assert not problems, "; ".join(problems)
+
+
+def test_auth_validation_latency(hokusai_auth_client, hokusai_api_key, hokusai_settings, perf_baseline,
+                                 record_property):
+    def validate():
+        outcome = hokusai_auth_client.validate(hokusai_api_key, style="header",
+                                               service_id=hokusai_settings.service_id, label="check:perf-validate")
+        assert outcome.status == 200, f"validation failed during the latency sample: {outcome.exchange.summary()}"
+        return outcome.exchange.elapsed_ms
+
+    samples = _sample(AUTH_SAMPLES, validate)
+    _judge("auth_validate_ms", "auth validation", samples, hokusai_settings.budget_auth_ms, perf_baseline,
+           hokusai_settings.regression_factor, record_property)
+
+
+def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline, record_property):
+    def search():
+        result = hokusai_session.probe("GET", hokusai_settings.tracking_uri + SEARCH, label="check:perf-proxy")
+        assert result.status == 200, f"a proxied request failed during the latency sample: {describe(result)}"
+        return result.exchange.elapsed_ms
+
+    samples = _sample(PROXY_SAMPLES, search)
+    _judge("proxy_request_ms", "proxy", samples, hokusai_settings.budget_proxy_ms, perf_baseline,
+           hokusai_settings.regression_factor, record_property)
+
+
+def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_unique_name, hokusai_settings,
+                           hokusai_measure, perf_baseline, record_property):
+    from ..registry import cleanup, register_toy_model
+
+    name = hokusai_unique_name("hokusai-perf-model")
+    experiment = hokusai_unique_name("hokusai-perf-exp")
+    registration = None
+    started = time.monotonic()
+    try:
+        registration = register_toy_model(hokusai_mlflow_client, hokusai_toy_model, name=name,
+                                          experiment_name=experiment)
+        took = time.monotonic() - started
+    finally:
+        problems = [] if hokusai_settings.keep else cleanup(
+            hokusai_mlflow_client, model_names=[name],
+            experiment_ids=[registration.experiment_id] if registration and registration.experiment_id else [],
+            experiment_names=[experiment])
+    hokusai_measure("registration_s", took)
+    phases = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in registration.timings.items())
+    record_property("hokusai_registration_s", f"{took:.2f} s ({phases})")
+    failures = []
+    budget = hokusai_settings.budget_registration_s
+    if took > budget:
+        failures.append(f"full registration took {took:.1f} s, over the {budget:g} s budget ({phases})")
+    if perf_baseline is not None:
+        slower = regression("registration_s", baseline_p50(perf_baseline, "registration_s"), took,
+                            hokusai_settings.regression_factor)
+        if slower:
+            failures.append(f"registration regressed since the baseline: {slower}")
+    assert not failures, "; ".join(failures)
+    assert not problems, f"cleanup failed: {problems}"
