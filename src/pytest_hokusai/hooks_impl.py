@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest._code.code import ExceptionRepr
 
 from .evidence import Exchange
 from .local import WORKERINPUT_KEY
@@ -168,9 +169,7 @@ class HokusaiReporting:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
             return
-        if report.when == "call" or (report.when != "call" and not report.passed):
-            if report.when == "teardown" and report.passed:
-                return
+        if report.when == "call" or not report.passed:
             data = getattr(report, REPORT_ATTR, None) or {}
             outcome = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
             if report.when == "setup" and report.skipped:
@@ -272,7 +271,7 @@ def _prefix_failure(report: pytest.TestReport, finding: Finding) -> None:
     if crash is not None:
         if not str(crash.message).startswith(finding.code):
             crash.message = f"{head}\n{crash.message}"
-        if hasattr(longrepr, "addsection"):
+        if isinstance(longrepr, ExceptionRepr):
             lines = [head] + [f"evidence: {e}" for e in finding.evidence[:8]]
             if finding.remediation:
                 lines.append(f"fix: {finding.remediation}")

@@ -98,6 +98,9 @@ class Secret:
     """
 
     __slots__ = ("_raw", "_masked", "_source")
+    _raw: str
+    _masked: str
+    _source: str
 
     def __init__(self, raw: str, *, source: str = "value") -> None:
         if not isinstance(raw, str):
