@@ -28,7 +28,7 @@ def test_register_model_end_to_end(hokusai_mlflow_client, hokusai_toy_model, hok
     finally:
         if not hokusai_settings.keep:
             problems = cleanup(hokusai_mlflow_client, model_names=[name],
-                               experiment_ids=[registration.experiment_id] if registration else [],
+                               experiment_ids=[registration.experiment_id] if registration and registration.experiment_id else [],
                                experiment_names=[experiment])
             assert not problems, f"cleanup failed: {problems}"
 
