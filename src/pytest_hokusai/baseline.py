@@ -116,7 +116,7 @@ def baseline_p50(report: Mapping[str, Any], measure: str) -> float | None:
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "ms":
-        return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+        return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms" if value >= 1 else f"{value:.2f} ms"
     if unit == "s":
         return f"{value:.2f} s"
     return f"{value:g}"
@@ -231,8 +231,9 @@ def render_text(diff: BaselineDiff, *, factor: float | None = None, limit: int =
     """Plain lines for the terminal summary (and a Markdown code block): the verdicts, the three
     check lists, the diagnoses that went away or appeared, and the p50 change per measure (marked
     ``REGRESSION`` when ``factor`` is given and exceeded)."""
-    lines = [f"verdict: {str(diff.previous_verdict or '?').upper()} at the baseline, "
-             f"{str(diff.current_verdict or '?').upper()} now"]
+    verdicts = (f"verdict: {str(diff.previous_verdict or '?').upper()} at the baseline, "
+                f"{str(diff.current_verdict or '?').upper()} now")
+    lines = [verdicts]
     lines += _listing("fixed since the baseline", diff.fixed, limit)
     lines += _listing("still failing", diff.still_failing, limit)
     lines += _listing("newly failing", diff.newly_failing, limit)
@@ -255,9 +256,9 @@ def render_text(diff: BaselineDiff, *, factor: float | None = None, limit: int =
 
 def render_markdown(diff: BaselineDiff, *, factor: float | None = None, limit: int = 50) -> list[str]:
     """Markdown lines (a ``## Compared with the baseline`` section) for the Markdown report."""
-    lines = ["## Compared with the baseline", "",
-             f"Verdict: **{str(diff.previous_verdict or '?').upper()}** at the baseline, "
-             f"**{str(diff.current_verdict or '?').upper()}** now.", ""]
+    verdicts = (f"Verdict: **{str(diff.previous_verdict or '?').upper()}** at the baseline, "
+                f"**{str(diff.current_verdict or '?').upper()}** now.")
+    lines = ["## Compared with the baseline", "", verdicts, ""]
     for title, items in (("Fixed since the baseline", diff.fixed), ("Still failing", diff.still_failing),
                          ("Newly failing", diff.newly_failing)):
         lines.append(f"**{title}** ({len(items)})" + (":" if items else ": none"))

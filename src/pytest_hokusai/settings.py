@@ -127,8 +127,8 @@ def _number_parser(unit: str, example: str, *, low: float, high: float, low_incl
             value = int(str(raw).strip()) if integer else float(raw)
         except (TypeError, ValueError):
             raise ValueError(f"must be {kind} such as {example} ({unit})") from None
-        too_low = value < low if low_inclusive else value <= low
-        if too_low or value > high or value != value:  # value != value: NaN
+        in_range = (low <= value if low_inclusive else low < value) and value <= high  # False for NaN
+        if not in_range:
             raise ValueError(f"must be {lower} {low:g} and at most {high:g} ({unit})")
         return value
 
