@@ -6,6 +6,7 @@ Every benchmark module exposes ``run(quick: bool = False) -> dict`` returning a 
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
@@ -14,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "TRACKER",
     "ProcTracker",
     "RssSampler",
-    "TRACKER",
     "api_service_pid",
     "fmt",
     "fresh_env",
@@ -185,9 +186,8 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> None:
         self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -240,6 +240,6 @@ def new_result(name: str, title: str) -> dict[str, Any]:
 
 def fmt(value: float, digits: int = 2) -> str:
     """A number with ``digits`` decimals (``-`` for NaN)."""
-    if value != value:  # NaN
+    if math.isnan(value):
         return "-"
     return f"{value:.{digits}f}"

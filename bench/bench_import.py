@@ -71,13 +71,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     reps = 2 if quick else 5
     result = new_result(NAME, "Plugin import cost and heavy modules")
     result["method"] = [
-        f"`python -X importtime -c CODE` in a fresh subprocess (minimal env, cwd a temp dir), {reps} times "
+        (f"`python -X importtime -c CODE` in a fresh subprocess (minimal env, cwd a temp dir), {reps} times "
         "per case, interleaved; total = sum of the `self [us]` column; median reported. Wall = subprocess "
-        "wall time (interpreter start to exit), median.",
-        f"Plugin's own cost: `{_INCREMENT}` under importtime, sum of the self times of "
-        "every module imported after `pytest` (what the plugin adds once pytest is loaded), median.",
-        "Heavy modules: top-level packages in `sys.modules` after `import pytest_hokusai.plugin` "
-        f"(separate subprocess); target: none of {', '.join(HEAVY)}.",
+        "wall time (interpreter start to exit), median."),
+        (f"Plugin's own cost: `{_INCREMENT}` under importtime, sum of the self times of "
+        "every module imported after `pytest` (what the plugin adds once pytest is loaded), median."),
+        ("Heavy modules: top-level packages in `sys.modules` after `import pytest_hokusai.plugin` "
+        f"(separate subprocess); target: none of {', '.join(HEAVY)}."),
     ]
     totals: dict[str, list[int]] = {label: [] for label, _ in _CASES}
     walls: dict[str, list[float]] = {label: [] for label, _ in _CASES}

@@ -37,9 +37,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     n, block, warmup = (60, 10, 10) if quick else (300, 25, 30)
     result = new_result(NAME, "Proxy latency overhead (small GET, proxy vs direct MLflow)")
     result["method"] = [
-        f"{n} GET `experiments/search?max_results=1` through the proxy (Bearer key) and {n} direct to "
+        (f"{n} GET `experiments/search?max_results=1` through the proxy (Bearer key) and {n} direct to "
         f"MLflow, one keep-alive `requests.Session` each, after {warmup} warm-up requests each "
-        "(the proxy's key-validation cache is warm).",
+        "(the proxy's key-validation cache is warm)."),
         f"Interleaved in blocks of {block}; the block order alternates every round (P,D then D,P).",
         "Overhead = (proxy p50 - direct p50) / direct p50.",
     ]

@@ -108,12 +108,14 @@ def _log_model_once(uri: str, model_name: str, estimator: Any, experiment: str) 
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment)
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        with mlflow.start_run():
-            # explicit requirements: skip MLflow's requirement inference (a model-loading subprocess
-            # of several seconds that is the same on both paths and would only dilute the ratio)
-            mlflow.sklearn.log_model(estimator, name="model", registered_model_name=model_name,
-                                     pip_requirements=["scikit-learn"])
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    with quiet, mlflow.start_run():
+        # explicit requirements: skip MLflow's requirement inference (a model-loading subprocess
+        # of several seconds that is the same on both paths and would only dilute the ratio)
+        mlflow.sklearn.log_model(estimator, name="model", registered_model_name=model_name,
+                                 pip_requirements=["scikit-learn"])
     return time.perf_counter() - start
 
 
@@ -127,18 +129,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     log_model_reps = 1 if quick else 2
     result = new_result(NAME, "Registration throughput at 1/4/8/16 concurrent clients, proxy vs direct")
     result["method"] = [
-        f"Per level C and path: one new registered model, then C threads (own stock `MlflowClient` each) "
+        (f"Per level C and path: one new registered model, then C threads (own stock `MlflowClient` each) "
         f"register {total_ops} versions of it in total ({total_ops}//C each) with `create_model_version` "
-        "(small `mlflow-artifacts:/` source; the stock client then polls the version once until READY).",
-        "Throughput = registrations / wall time from the start barrier to the last thread done; latency = "
-        "per call as seen by the client. Proxy and direct interleaved per level (order alternates).",
-        "Lost-version check: MLflow's stored versions of each model must be exactly 1..N (N = calls that "
-        "succeeded), and the numbers the clients got back unique and equal to that set.",
-        f"Full flow, 1 client: `mlflow.sklearn.log_model(..., registered_model_name=...)` of a tiny "
+        "(small `mlflow-artifacts:/` source; the stock client then polls the version once until READY)."),
+        ("Throughput = registrations / wall time from the start barrier to the last thread done; latency = "
+        "per call as seen by the client. Proxy and direct interleaved per level (order alternates)."),
+        ("Lost-version check: MLflow's stored versions of each model must be exactly 1..N (N = calls that "
+        "succeeded), and the numbers the clients got back unique and equal to that set."),
+        (f"Full flow, 1 client: `mlflow.sklearn.log_model(..., registered_model_name=...)` of a tiny "
         f"LogisticRegression, {log_model_reps}x per path after one untimed warm-up; `pip_requirements` given "
-        "explicitly so MLflow skips its requirement inference (a several-second subprocess, equal on both paths).",
-        "Client threads run in the benchmark's own process (GIL) on the same 2 cores as the servers, so "
-        "high-concurrency numbers measure the whole box, not the proxy alone.",
+        "explicitly so MLflow skips its requirement inference (a several-second subprocess, equal on both paths)."),
+        ("Client threads run in the benchmark's own process (GIL) on the same 2 cores as the servers, so "
+        "high-concurrency numbers measure the whole box, not the proxy alone."),
     ]
     mlflow_logger = logging.getLogger("mlflow")
     old_level = mlflow_logger.level
@@ -153,11 +155,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         with start_stack() as stack:
             TRACKER.add(stack.pids())
             key = stack.mint_key(scopes=("read", "write"), name="bench registration key")
-            paths = {
+            paths: dict[str, tuple[str, dict[str, str | None]]] = {
                 "proxy": (stack.tracking_uri, {"MLFLOW_TRACKING_TOKEN": key.reveal()}),
                 "direct": (stack.mlflow_url, {"MLFLOW_TRACKING_TOKEN": None}),
             }
-            base_env = {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None,
+            base_env: dict[str, str | None] = {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None,
                         "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
             with _Env(**base_env):
                 # warm-up both paths (imports, connection pools, auth cache)
@@ -204,10 +206,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                         uri, env = paths[label]
                         with _Env(**env):
                             flow[label].append(_log_model_once(uri, f"bench-flow-{label}", est, "bench-flow"))
-                for label in flow:
-                    if flow[label]:
+                for label, done in flow.items():
+                    if done:
                         stored = _stored_versions(stack.mlflow_url, f"bench-flow-{label}")
-                        if stored != list(range(1, len(flow[label]) + 1)):
+                        if stored != list(range(1, len(done) + 1)):
                             integrity_ok = False
                             integrity_notes.append(f"log_model {label}: stored versions {stored}")
     finally:

@@ -81,8 +81,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     size = size_mb * 1024 * 1024
     result = new_result(NAME, f"Large upload ({size_mb} MB artifact PUT, proxy vs direct) and proxy RSS")
     result["method"] = [
-        f"{size_mb} MiB of random bytes, `PUT .../mlflow-artifacts/artifacts/bench/<uuid>.bin` from an open "
-        "file (Content-Length, streamed by requests), through the proxy with the key and direct to MLflow.",
+        (f"{size_mb} MiB of random bytes, `PUT .../mlflow-artifacts/artifacts/bench/<uuid>.bin` from an open "
+        "file (Content-Length, streamed by requests), through the proxy with the key and direct to MLflow."),
         f"{reps} upload(s) per side, alternating direct/proxy (order swapped each round); best of each compared.",
         "Proxy RSS: VmRSS of the API-service pid polled every 50 ms (peak per phase), VmHWM before/after.",
         "Check: the last proxy upload downloaded through the proxy and its sha256 compared.",
@@ -109,7 +109,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 rss_before = proc_status_kb(pid, "VmRSS") or 0
                 hwm_before = proc_status_kb(pid, "VmHWM") or 0
                 last_proxy_name = ""
-                with RssSampler(pid) as sampler:
+                sampler = RssSampler(pid)
+                with sampler:
                     for r in range(reps):
                         sides = [("direct", sd, stack.mlflow_url), ("proxy", sp, stack.tracking_uri)]
                         if r % 2:

@@ -109,12 +109,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     collect_cmd = [py, "-m", "pytest", *ARGS, "--collect-only", "-q"]
     result = new_result(NAME, "Time to verdict of `pytest -m live --hokusai-target=local` (cold shell)")
     result["method"] = [
-        f"`python -m pytest {' '.join(ARGS)}` as a subprocess with a fresh minimal env (PATH with the venv, "
+        (f"`python -m pytest {' '.join(ARGS)}` as a subprocess with a fresh minimal env (PATH with the venv, "
         f"HOME, LANG, TMPDIR), cwd = {REPO}, {reps} times; `--collect-only -q` run separately before each "
-        "as the startup phase.",
-        "Phases from output arrival times: to `collected` line (in-run startup), stack start (plugin progress "
+        "as the startup phase."),
+        ("Phases from output arrival times: to `collected` line (in-run startup), stack start (plugin progress "
         "lines if printed, else a separate `start_stack()` here), checks (`collected` to `[100%]` minus "
-        "stack start), teardown (`[100%]` to exit: stack stop, diagnosis, reports, exit).",
+        "stack start), teardown (`[100%]` to exit: stack stop, diagnosis, reports, exit)."),
         "OS page cache is warm (not a cold machine); `cold shell` means a fresh interpreter and env.",
     ]
     runs: list[dict[str, Any]] = []

@@ -31,7 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import TRACKER, loadavg  # noqa: E402
+from _common import TRACKER, loadavg
 
 ORDER = ["import", "proxy", "upload", "registration", "verdict"]
 RESULTS = HERE / "RESULTS.md"
@@ -100,6 +100,16 @@ def print_table(results: list[dict[str, Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def print_details(res: dict[str, Any]) -> None:
+    """The benchmark's own tables, plain text."""
+    for table in res["tables"]:
+        rows = [[str(c) for c in table["columns"]]] + [[str(c) for c in row] for row in table["rows"]]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        print(f"   {table['title']}")
+        for row in rows:
+            print("     " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
 def render_section(res: dict[str, Any]) -> str:
     """The Markdown section of one benchmark (between begin/end markers)."""
     out = [_BEGIN.format(res["name"]), f"## {res['name']}: {res['title']}", ""]
@@ -131,7 +141,7 @@ def render_section(res: dict[str, Any]) -> str:
 def _old_sections(text: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in ORDER:
-        m = re.search(re.escape(_BEGIN.format(name)) + r".*?" + re.escape(_END.format(name)), text, re.S)
+        m = re.search(re.escape(_BEGIN.format(name)) + r".*?" + re.escape(_END.format(name)), text, re.DOTALL)
         if m:
             found[name] = m.group(0)
     return found
@@ -153,11 +163,11 @@ def write_results(results: list[dict[str, Any]], command: str, leftovers: list[s
            else ""),
         f"- Machine: {m['cpus']} CPUs ({m['cpu']}), {m['os']}, Python {m['python']}, MLflow {m['mlflow']}",
         "- All traffic is on loopback; every ratio is against a baseline measured in the same run.",
-        "- The machine has 2 cores and was shared with other jobs (test runs) while this ran: the load "
+        ("- The machine has 2 cores and was shared with other jobs (test runs) while this ran: the load "
         "average is recorded with every section. Numbers taken under load are pessimistic, absolute "
-        "times most of all; ratios less so, since both sides of each comparison are interleaved.",
-        f"- Processes started by the benchmarks still alive after the run: "
-        f"{'none' if not leftovers else ', '.join(leftovers)}.",
+        "times most of all; ratios less so, since both sides of each comparison are interleaved."),
+        (f"- Processes started by the benchmarks still alive after the run: "
+        f"{'none' if not leftovers else ', '.join(leftovers)}."),
         "",
         "| benchmark | what | target | measured | result |",
         "|---|---|---|---|---|",
@@ -194,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_one(name, args.quick)
         print(f"   done in {res['seconds']:.1f} s" + ("  ERROR: " + res["error"].splitlines()[0]
                                                         if res.get("error") else ""), flush=True)
+        print_details(res)
         results.append(res)
     time.sleep(0.5)
     leftovers = TRACKER.alive()

@@ -73,6 +73,8 @@ def _redact_longrepr(longrepr: Any) -> Any:
 def scrub_report(report: Any) -> None:
     """Redact every known key from a TestReport or CollectReport, in place."""
     report.longrepr = _redact_longrepr(getattr(report, "longrepr", None))
+    if isinstance(getattr(report, "wasxfail", None), str):  # xfail reason: -v line, -r summary, JUnit
+        report.wasxfail = redact(report.wasxfail)
     sections = getattr(report, "sections", None)
     if sections:
         report.sections = [(redact(title), redact(content)) for title, content in sections]

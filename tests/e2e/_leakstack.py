@@ -46,6 +46,8 @@ SUBPROCESS_TIMEOUT_S = 240
 #: Faults each cached scenario runs with.
 SCENARIO_FAULTS: dict[str, list[str]] = {"passing": [], "faulted": ["wrong-service-id"]}
 
+_SUMMARY_PREFIXES = ("FAILED ", "ERROR ", "PASSED ", "XFAIL ", "XPASS ", "SKIPPED ", "=", "hokusai", "verdict",
+                     "ROOT CAUSE", "also:", "    evidence:", "    fix:")
 _STACK_KEY = pytest.StashKey["Stack"]()
 _WRITE_KEY = pytest.StashKey["Secret"]()
 _RUNS_KEY = pytest.StashKey[dict[str, "ScenarioRun"]]()
@@ -70,9 +72,13 @@ class ScenarioRun:
         return self.out_dir / "r.html"
 
     def describe(self) -> str:
-        """Return code, duration and the tail of the output (for assertion messages; key-free)."""
-        tail = "\n".join((self.stdout + "\n" + self.stderr).splitlines()[-40:])
-        return f"{self.name}: exit {self.ret} after {self.seconds:.1f} s; output tail:\n{tail}"
+        """Return code, duration and the tail of the output (for assertion messages; redacted)."""
+        from pytest_hokusai.secret import redact
+
+        lines = redact(self.stdout + "\n" + self.stderr).splitlines()
+        summary = [line for line in lines if line.startswith(_SUMMARY_PREFIXES)][-40:]
+        tail = "\n".join(summary + ["..."] + lines[-15:])
+        return f"{self.name}: exit {self.ret} after {self.seconds:.1f} s; summary lines and output tail:\n{tail}"
 
 
 # -- keys and ports --------------------------------------------------------------------------------
@@ -224,9 +230,14 @@ def _decoded_views(path: Path, data: bytes) -> Iterator[tuple[str, bytes]]:
 
 def _hits(where: str, data: bytes, targets: dict[str, bytes]) -> list[str]:
     found = []
+    spans: list[tuple[int, int]] = []  # what is already reported (the secret part of a full key once)
     for what, needle in targets.items():
         start = data.find(needle)
         while start != -1:
+            if any(lo <= start < hi for lo, hi in spans):
+                start = data.find(needle, start + 1)
+                continue
+            spans.append((start, start + len(needle)))
             line_no = data.count(b"\n", 0, start) + 1
             line_start = data.rfind(b"\n", 0, start) + 1
             line_end = data.find(b"\n", start)
@@ -243,7 +254,8 @@ def find_leaks(run: ScenarioRun, *, extra_texts: dict[str, str] | None = None) -
     of every file under its directory, as ``where:line: what: line-with-the-key-masked``."""
     targets = needles(run.key)
     leaks: list[str] = []
-    texts = {"stdout": run.stdout, "stderr": run.stderr, **(extra_texts or {})}
+    texts = {"stdout (as pytester read it)": run.stdout, "stderr (as pytester read it)": run.stderr,
+             **(extra_texts or {})}
     for where, text in texts.items():
         leaks += _hits(where, text.encode("utf-8", errors="surrogateescape"), targets)
     scanned = 0

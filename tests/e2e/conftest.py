@@ -1,18 +1,26 @@
 """End-to-end fixtures: the whole plugin, run in a pytest subprocess (pytester) against the stack.
 
 ``stack`` (session scope) is one local reference stack for the whole e2e directory;
-``e2e_keys`` (session) are the keys minted on it once (write, read-only, revoked);
-``reset_faults`` (function, autouse) switches the stack back to healthy after every test;
+``e2e_keys`` (session) are the keys minted on it once (write, read-only, revoked, expired);
+``e2e_stack`` (function) is that stack, switched back to healthy before and after the test;
 ``run_live`` (function) runs the shipped live suite (``pytest --pyargs pytest_hokusai.checks
 -m live``) as a subprocess with ``--hokusai-target=remote`` pointed at the stack's loopback URLs
-and returns the run and its parsed JSON report.
+and returns a :class:`LiveRun` (the pytester result, the parsed JSON report, the wall time);
+``counting_server`` (function) is a loopback HTTP server that counts every connection, for runs
+that must make no request at all.
 
 Under pytest-xdist every worker starts its own stack (free ports, its own data dir).
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import secrets
+import socket
+import string
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,20 +32,37 @@ if TYPE_CHECKING:
     from pytest_hokusai.secret import Secret
     from pytest_hokusai.stack.launcher import Stack
 
-#: Environment variables the plugin reads; every run starts with all of them unset, then sets
-#: exactly what the test asks for, so the developer's shell can never leak into a run.
-KEY_ENV = ("HOKUSAI_API_KEY", "HOKUSAI_READONLY_API_KEY", "HOKUSAI_REVOKED_API_KEY")
-SETTING_ENV = (
-    "HOKUSAI_TARGET", "HOKUSAI_API_URL", "HOKUSAI_AUTH_URL", "HOKUSAI_TRACKING_URI",
-    "HOKUSAI_DIRECT_MLFLOW_URL", "HOKUSAI_SERVICE_ID", "HOKUSAI_REPORT_JSON", "HOKUSAI_REPORT_MD",
-    "HOKUSAI_KEEP", "HOKUSAI_TIMEOUT", "HOKUSAI_API_KEY_FILE", "HOKUSAI_STACK_FAULTS",
-    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "PYTEST_XDIST_AUTO_NUM_WORKERS",
-)
 #: Per-request timeout passed to every run: short, so faulted runs fail fast.
 RUN_TIMEOUT_S = 5
 #: Wall-time limit for one subprocess run (pytester kills it after this).
-SUBPROCESS_TIMEOUT_S = 180
+SUBPROCESS_TIMEOUT_S = 240.0
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+#: Smaller than the defaults (50 MB, 8 clients) so a whole-suite run stays around 20 s; the checks
+#: themselves are the same.
+SMALL_EDGE_ARGS = ("--hokusai-large-model-mb=4", "--hokusai-concurrency=4")
+#: The live checks that need no MLflow client (no mlflow/sklearn import in the subprocess, about
+#: 3 s a run instead of 15-20 s): auth, Bearer, proxy, the key edge cases and the two latency checks.
+FAST_SELECTION = (
+    "-m", "live and not hokusai_sdk and not hokusai_registration",
+    "-k", "not mlflow_client and not concurrent and not large_model and not registration_time",
+)
+#: The fast selection plus the MLflow registration flow (for faults only writes reveal).
+WITH_REGISTRATION = (
+    "-m", "live and not hokusai_sdk",
+    "-k", "not mlflow_client and not concurrent and not large_model and not registration_time",
+)
+
+
+def make_key(prefix: str = "hk_live_") -> str:
+    """A well-formed key nobody minted (``hk_live_`` + 32 random alphanumerics), built at run time."""
+    alphabet = string.ascii_letters + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def short_id(nodeid: str) -> str:
+    """``.../checks/test_auth.py::test_x[a]`` -> ``test_auth.py::test_x[a]`` (rootdir-independent)."""
+    path, _, rest = nodeid.partition("::")
+    return f"{path.rsplit('/', 1)[-1]}::{rest}"
 
 
 @dataclass(frozen=True)
@@ -47,11 +72,16 @@ class E2EKeys:
     write: Secret
     readonly: Secret
     revoked: Secret
+    expired: Secret
+
+    def env(self) -> dict[str, str]:
+        return {"HOKUSAI_API_KEY": self.write.reveal(), "HOKUSAI_READONLY_API_KEY": self.readonly.reveal(),
+                "HOKUSAI_REVOKED_API_KEY": self.revoked.reveal(), "HOKUSAI_EXPIRED_API_KEY": self.expired.reveal()}
 
 
 @dataclass(frozen=True)
 class LiveRun:
-    """One subprocess run of the live suite: pytester's result, the JSON report and wall time."""
+    """One subprocess run of the live suite: pytester's result, the JSON report and the wall time."""
 
     result: pytest.RunResult
     report: dict[str, Any] | None
@@ -61,20 +91,34 @@ class LiveRun:
     def output(self) -> str:
         return "\n".join(self.result.outlines + self.result.errlines)
 
-    def outcomes(self, outcome: str) -> set[str]:
-        """Short node ids (``test_x.py::test_y[...]``) of the checks with this JSON outcome."""
-        assert self.report is not None
-        return {short_id(c["nodeid"]) for c in self.report["checks"] if c["outcome"] == outcome}
+    def outcomes(self, *outcomes: str) -> set[str]:
+        """Short node ids (``test_x.py::test_y[...]``) of the checks with one of these JSON outcomes."""
+        assert self.report is not None, "no JSON report"
+        return {short_id(c["nodeid"]) for c in self.report["checks"] if c["outcome"] in outcomes}
 
     @property
     def failed(self) -> set[str]:
-        return self.outcomes("failed") | self.outcomes("error")
+        return self.outcomes("failed", "error")
 
+    @property
+    def primary(self) -> dict[str, Any]:
+        """The primary diagnosis (asserted to be the first and the only primary one)."""
+        assert self.report is not None, "no JSON report"
+        diagnoses = self.report["diagnoses"]
+        assert diagnoses, f"no diagnoses; output:\n{self.output}"
+        primaries = [d["code"] for d in diagnoses if d["primary"]]
+        assert diagnoses[0]["primary"] is True and len(primaries) == 1, diagnoses
+        return diagnoses[0]
 
-def short_id(nodeid: str) -> str:
-    """``.../checks/test_auth.py::test_x[a]`` -> ``test_auth.py::test_x[a]`` (rootdir-independent)."""
-    path, _, rest = nodeid.partition("::")
-    return f"{path.rsplit('/', 1)[-1]}::{rest}"
+    def explain(self) -> str:
+        """A compact description for assertion messages: verdict, diagnoses, non-passing checks."""
+        if self.report is None:
+            return f"no report; output tail:\n{self.output[-3000:]}"
+        lines = [f"verdict {self.report['verdict']} in {self.seconds:.1f} s"]
+        lines += [f"diagnosis {d['code']} primary={d['primary']}: {d['summary']}" for d in self.report["diagnoses"]]
+        lines += [f"{c['outcome']} {short_id(c['nodeid'])} diagnosis={c['diagnosis']}"
+                  for c in self.report["checks"] if c["outcome"] != "passed"]
+        return "\n".join(lines)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def e2e_keys(stack: Stack) -> E2EKeys:
-    """A write key (read, write), a read-only key and a revoked key, minted once on the stack.
+    """A write key (read, write), a read-only key, a revoked and an expired key, minted once.
 
     Scope: session.
     """
@@ -99,52 +143,62 @@ def e2e_keys(stack: Stack) -> E2EKeys:
     readonly = stack.mint_key(scopes=("read",), name="e2e read-only key")
     revoked = stack.mint_key(scopes=("read", "write"), name="e2e revoked key")
     stack.revoke(revoked)
-    return E2EKeys(write=write, readonly=readonly, revoked=revoked)
+    expired = stack.mint_key(scopes=("read", "write"), expires_in_seconds=0, name="e2e expired key")
+    return E2EKeys(write=write, readonly=readonly, revoked=revoked, expired=expired)
 
 
-@pytest.fixture(autouse=True)
-def reset_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Switch the session stack back to healthy after each test that used it. Scope: function."""
-    yield
-    if "stack" in request.fixturenames:
-        stack: Stack = request.getfixturevalue("stack")
-        if stack.faults:
-            stack.set_faults([])
+@pytest.fixture
+def e2e_stack(stack: Stack) -> Iterator[Stack]:
+    """The session stack, healthy when the test starts; faults the test sets are switched off after.
+
+    Scope: function. (Switching faults also empties the API service's validation cache.)
+    """
+    if stack.faults:
+        stack.set_faults([])
+    yield stack
+    if stack.faults:
+        stack.set_faults([])
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every variable the plugin or the MLflow client reads, so the caller's shell cannot leak in."""
+    for name in list(os.environ):
+        if name.startswith(("HOKUSAI_", "MLFLOW_")) or name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
              ) -> Callable[..., LiveRun]:
-    """Run the live suite in a subprocess; returns a :class:`LiveRun` (result, report, seconds).
+    """Run the live suite in a subprocess; returns a :class:`LiveRun`.
 
     Scope: function. Call it as ``run_live(*extra_args, env=None, faults=None, api_url=None,
-    auth_url=None, use_stack=True, expect_report=True)``:
+    auth_url=None, use_stack=True, expect_report=True, hokusai_timeout=RUN_TIMEOUT_S)``:
 
-    * ``env``: values for the key variables (``HOKUSAI_API_KEY`` ...); ``None`` unsets one.
-      By default (``use_stack``) the three session keys are set.
-    * ``faults``: fault switches set on the session stack before the run (reset afterwards).
-    * ``api_url`` / ``auth_url``: override the stack's URLs (with ``use_stack=False`` no stack is
-      started at all, for runs that must not reach it).
+    * ``env``: values for environment variables (``HOKUSAI_API_KEY`` ...); ``None`` unsets one.
+      With ``use_stack`` the session keys are set first (write, read-only, revoked, expired).
+    * ``faults``: fault switches set on the session stack before the run (switched off after the test).
+    * ``api_url`` / ``auth_url``: other URLs than the stack's; with ``use_stack=False`` no stack is
+      started or contacted at all.
+    * ``hokusai_timeout``: passed as ``--hokusai-timeout`` (``None``: not passed).
 
-    Every run is checked for ``INTERNALERROR`` in its output, and the JSON report is parsed
-    (asserted to exist unless ``expect_report=False``).
+    Every run is checked for ``INTERNALERROR`` and for full API keys in its output and report; the
+    JSON report is parsed (and must exist unless ``expect_report=False``).
     """
 
     def run(*args: str, env: Mapping[str, str | None] | None = None, faults: list[str] | None = None,
             api_url: str | None = None, auth_url: str | None = None, use_stack: bool = True,
-            expect_report: bool = True, timeout: float = SUBPROCESS_TIMEOUT_S) -> LiveRun:
+            expect_report: bool = True, hokusai_timeout: float | None = RUN_TIMEOUT_S,
+            timeout: float = SUBPROCESS_TIMEOUT_S) -> LiveRun:
         pytester.makefile(".ini", pytest=PYTEST_INI)
-        for name in KEY_ENV + SETTING_ENV:
-            monkeypatch.delenv(name, raising=False)
+        _clean_environment(monkeypatch)
         environ: dict[str, str | None] = {}
         if use_stack:
-            stack: Stack = request.getfixturevalue("stack")
+            stack: Stack = request.getfixturevalue("e2e_stack")
             keys: E2EKeys = request.getfixturevalue("e2e_keys")
             api_url = api_url or stack.api_url
             auth_url = auth_url or stack.auth_url
-            environ.update({"HOKUSAI_API_KEY": keys.write.reveal(),
-                            "HOKUSAI_READONLY_API_KEY": keys.readonly.reveal(),
-                            "HOKUSAI_REVOKED_API_KEY": keys.revoked.reveal()})
+            environ.update(keys.env())
             if faults is not None:
                 stack.set_faults(faults)
         else:
@@ -156,31 +210,94 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
             else:
                 monkeypatch.setenv(name, value)
         report_path = pytester.path / f"hokusai-report-{time.monotonic_ns()}.json"
-        url_args: list[str] = []
+        cmd: list[str] = ["--pyargs", "pytest_hokusai.checks", "-m", "live", "-p", "no:randomly"]
         if api_url:
-            url_args += ["--hokusai-api-url", api_url]
+            cmd += ["--hokusai-api-url", api_url]
         if auth_url:
-            url_args += ["--hokusai-auth-url", auth_url]
+            cmd += ["--hokusai-auth-url", auth_url]
+        cmd += ["--hokusai-report-json", str(report_path)]
+        if hokusai_timeout is not None:
+            cmd.append(f"--hokusai-timeout={hokusai_timeout:g}")
         started = time.monotonic()
-        result = pytester.runpytest_subprocess(
-            "--pyargs", "pytest_hokusai.checks", "-m", "live", "-p", "no:randomly",
-            *url_args, "--hokusai-report-json", str(report_path), f"--hokusai-timeout={RUN_TIMEOUT_S}",
-            *args, timeout=timeout,
-        )
+        result = pytester.runpytest_subprocess(*cmd, *args, timeout=timeout)
         seconds = time.monotonic() - started
         output = "\n".join(result.outlines + result.errlines)
         assert "INTERNALERROR" not in output, output
-        report: dict[str, Any] | None = None
-        if report_path.exists():
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        elif expect_report:
+        report_text = report_path.read_text(encoding="utf-8") if report_path.exists() else None
+        secrets_used = [v for n, v in environ.items() if v and n.endswith("_API_KEY") and len(v) > 20]
+        for raw in secrets_used:
+            assert raw not in output, "a full API key leaked into the run's output"
+            assert report_text is None or raw not in report_text, "a full API key leaked into the JSON report"
+        if report_text is None and expect_report:
             pytest.fail(f"no JSON report at {report_path}; output:\n{output}")
+        report = json.loads(report_text) if report_text is not None else None
         return LiveRun(result=result, report=report, seconds=seconds)
 
     return run
 
 
-def assert_no_raw_key(text: str, *keys: Secret) -> None:
-    """No full key appears in the text."""
-    for key in keys:
-        assert key.reveal() not in text, f"a full API key ({key.masked}) leaked into the output"
+# -- a loopback server that counts connections, and a closed port --------------------------------
+class CountingServer(http.server.ThreadingHTTPServer):
+    """Counts every TCP connection it accepts and every HTTP request; answers 200 ``{}``."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _CountingHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self.connections += 1
+        super().process_request(request, client_address)
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    server: CountingServer
+
+    def _answer(self) -> None:
+        with self.server._lock:
+            self.server.requests.append(f"{self.command} {self.path}")
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    """A loopback HTTP server in a thread; ``.connections`` and ``.requests`` say what reached it.
+
+    Scope: function.
+    """
+    server = CountingServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def closed_port_url() -> str:
+    """``http://127.0.0.1:PORT`` for a port that was free a moment ago and has nothing listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

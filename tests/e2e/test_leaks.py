@@ -9,13 +9,20 @@ base64 payloads and the HTML report's JSON blob, decoded) for the raw key and fo
 * faulted: the same with the stack's ``wrong-service-id`` fault (failures, diagnosis, triage probes);
 * unreachable: API and auth URLs at closed loopback ports (connection errors, tracebacks);
 * nasty: a test of our own that holds the raw key in locals, logs it, prints it and fails with it
-  in the assertion message; only the redaction layer stands between it and the outputs.
+  in the assertion message (plus one that xfails with the key in its reason); only the redaction
+  layer stands between it and the outputs;
+* warning: a warning whose message holds the key (a known leak, xfail until the plugin redacts
+  ``pytest_warning_recorded``).
 
-To be sure a scan cannot pass because nothing was written, the passing and faulted runs must show
-the masked ``Authorization: Bearer hk_live_…wxyz`` in the HTML transcripts.
+To be sure a scan cannot pass because nothing was written, the stack and unreachable runs must show
+the masked ``Authorization: Bearer hk_live_…wxyz`` in the HTML transcripts, and the nasty run its
+masked key in the terminal and the JUnit XML. ``test_scanner_finds_planted_keys`` shows the scan
+itself finds a key written raw, as a bare secret part, or base64-encoded.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +72,7 @@ def test_unreachable_run_leaks_no_key(pytester: pytest.Pytester, monkeypatch: py
     assert run.ret == 1, run.describe()
     assert run.report is not None and run.report["verdict"] == "fail", run.describe()
     assert run.key.masked in run.stdout, "the run should name the (masked) key it used"
+    _assert_masked_bearer_in_transcripts(run)  # failed connections are recorded with their headers too
     _assert_no_leaks(run)
 
 
@@ -88,6 +96,8 @@ NASTY_TEST = '''
 import logging
 import sys
 
+import pytest
+
 log = logging.getLogger("nasty.test")
 
 
@@ -106,6 +116,10 @@ def test_holds_logs_prints_and_fails_with_the_key(raw_key):
     print("stdout:", key, secret_part)
     print("stderr:", key, file=sys.stderr)
     assert False, "failing on purpose with " + key + " / " + secret_part
+
+
+def test_xfail_reason_holds_the_key(raw_key):
+    pytest.xfail("known problem with " + raw_key)  # -v line, -rA summary, JUnit <skipped message>
 '''
 
 
@@ -124,12 +138,34 @@ def test_redaction_layer_scrubs_a_test_that_exposes_the_key(pytester: pytest.Pyt
     assert "key        = " in run.stdout and masked in run.stdout, run.describe()  # --showlocals
     assert f"the key is {masked}" in run.stdout, run.describe()  # live log
     assert "\u2026" + run.key.reveal()[-4:] in run.stdout  # the secret part alone, masked
+    assert f"XFAIL test_nasty.py::test_xfail_reason_holds_the_key - known problem with {masked}" in run.stdout
     junit = (run.out_dir / "j.xml").read_text(encoding="utf-8")
     assert f"stdout: {masked}" in junit, "junit_logging=all should have put the captured stdout in the XML"
     _assert_no_leaks(run)
 
 
-def test_scanner_finds_planted_keys(tmp_path) -> None:
+@pytest.mark.xfail(strict=True, reason=(
+    "known leak: pytest's warnings summary prints the warning message unredacted; fix: a tryfirst "
+    "pytest_warning_recorded hook that redacts warning_message.message (see the leak-test report)"))
+def test_warning_message_with_the_key_is_redacted(pytester: pytest.Pytester,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning whose message holds the key (a library warning about a URL, say) is printed masked."""
+    pytester.makepyfile(test_warns='''
+import os
+import warnings
+
+
+def test_warns_with_the_key():
+    warnings.warn("deprecated call with " + os.environ["HOKUSAI_API_KEY"])
+''')
+    run = ls.run_scenario(pytester, monkeypatch, name="warning", key=ls.random_key(), api_url=None,
+                          auth_url=None, args=("test_warns.py", "-W", "always::UserWarning"))
+    assert run.ret == 0, run.describe()
+    _assert_no_leaks(run)
+    assert f"UserWarning: deprecated call with {run.key.masked}" in run.stdout, run.describe()
+
+
+def test_scanner_finds_planted_keys(tmp_path: Path) -> None:
     """The scan itself can fail: a key planted raw, as a secret part, or base64-encoded is found."""
     import base64
 
@@ -146,6 +182,8 @@ def test_scanner_finds_planted_keys(tmp_path) -> None:
                          stdout=f"ok\n{raw}\n", stderr="", key=key, seconds=0.0)
     leaks = ls.find_leaks(run)
     where = {leak.split(":", 1)[0] for leak in leaks}
-    assert where == {"stdout", "out/log.txt", "cache.bin", "out/r.html [base64 payload #1]"}, leaks
+    assert where == {"stdout (as pytester read it)", "out/log.txt", "cache.bin",
+                     "out/r.html [base64 payload #1]"}, leaks
+    assert len(leaks) == 4, "the secret part inside a full key is reported once, as the full key"
     assert any(leak.startswith("out/log.txt:3: full key: Authorization: Bearer <full-key>") for leak in leaks)
     assert not any(raw[len(ls.KEY_PREFIX):] in leak for leak in leaks), "a leak report must not leak"
