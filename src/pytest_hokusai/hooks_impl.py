@@ -128,6 +128,17 @@ class HokusaiReporting:
         if self.distributed and self.run.local is not None:
             self.run.local.ensure()
 
+    # -- warnings: the "warnings summary" prints messages raw ------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+        text = str(warning_message.message)
+        clean = redact(text)
+        if clean != text:
+            try:
+                warning_message.message = warning_message.category(clean)
+            except Exception:  # noqa: BLE001 - a warning class with an odd constructor
+                warning_message.message = UserWarning(clean)
+
     # -- per test --------------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:

@@ -55,6 +55,32 @@ def uninstall_log_redaction() -> None:
         _original_factory = None
 
 
+def _redact_in_place(obj: Any, seen: set[int], depth: int = 0) -> Any:
+    """Redact every string inside pytest's repr objects (mutable dataclasses), keeping their structure."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if depth > 12 or id(obj) in seen or obj is None or isinstance(obj, (int, float, bool, bytes)):
+        return obj
+    seen.add(id(obj))
+    if isinstance(obj, list):
+        obj[:] = [_redact_in_place(v, seen, depth + 1) for v in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_redact_in_place(v, seen, depth + 1) for v in obj)
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _redact_in_place(obj[k], seen, depth + 1)
+        return obj
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict):
+        for name, value in list(attrs.items()):
+            try:
+                setattr(obj, name, _redact_in_place(value, seen, depth + 1))
+            except (AttributeError, TypeError):  # frozen or read-only: the text fallback covers it
+                pass
+    return obj
+
+
 def _redact_longrepr(longrepr: Any) -> Any:
     if longrepr is None:
         return None
@@ -64,10 +90,14 @@ def _redact_longrepr(longrepr: Any) -> Any:
     if isinstance(longrepr, str):
         return redact(longrepr)
     text = str(longrepr)
-    clean = redact(text)
-    if clean == text:
+    if redact(text) == text:
         return longrepr  # keep the structured repr (colours, reprcrash for JUnit messages)
-    return clean
+    # Redact inside the structure so the crash message (-r lines, JUnit message) survives;
+    # fall back to plain text only if something is still left.
+    _redact_in_place(longrepr, set())
+    text = str(longrepr)
+    clean = redact(text)
+    return longrepr if clean == text else clean
 
 
 def scrub_report(report: Any) -> None:

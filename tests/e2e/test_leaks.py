@@ -11,7 +11,7 @@ base64 payloads and the HTML report's JSON blob, decoded) for the raw key and fo
 * nasty: a test of our own that holds the raw key in locals, logs it, prints it and fails with it
   in the assertion message (plus one that xfails with the key in its reason); only the redaction
   layer stands between it and the outputs;
-* warning: a warning whose message holds the key (a known leak, xfail until the plugin redacts
+* warning: a warning whose message holds the key (the plugin redacts
   ``pytest_warning_recorded``).
 
 To be sure a scan cannot pass because nothing was written, the stack and unreachable runs must show
@@ -144,9 +144,6 @@ def test_redaction_layer_scrubs_a_test_that_exposes_the_key(pytester: pytest.Pyt
     _assert_no_leaks(run)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known leak: pytest's warnings summary prints the warning message unredacted; fix: a tryfirst "
-    "pytest_warning_recorded hook that redacts warning_message.message (see the leak-test report)"))
 def test_warning_message_with_the_key_is_redacted(pytester: pytest.Pytester,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A warning whose message holds the key (a library warning about a URL, say) is printed masked."""
