@@ -90,10 +90,31 @@ def _write_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
     from .report.markdown import render_markdown, write_markdown
 
     report = build_json_report(run.state, settings, run.state.target or run.target_block())
+    diff = _baseline_diff(run, settings, report)
+    if diff is not None:
+        report["baseline"] = {"path": str(settings.baseline), **diff.to_dict()}
     if settings.report_json is not None:
         write_json_report(settings.report_json, report)
     if settings.report_md is not None:
-        write_markdown(settings.report_md, render_markdown(report, generated_at=datetime.now(timezone.utc)))
+        text = render_markdown(report, generated_at=datetime.now(timezone.utc))
+        if diff is not None:
+            from .baseline import render_markdown as baseline_markdown
+
+            text += "\n" + "\n".join(baseline_markdown(diff, factor=settings.regression_factor)) + "\n"
+        write_markdown(settings.report_md, text)
+
+
+def _baseline_diff(run: HokusaiRun, settings: HokusaiSettings, report: dict[str, Any] | None = None) -> Any:
+    """Compare this run with ``--hokusai-baseline`` (None when no baseline is set)."""
+    if settings.baseline is None:
+        return None
+    if run.baseline_diff is None:
+        from .baseline import compare, load_baseline
+        from .report.json_report import build_json_report
+
+        current = report or build_json_report(run.state, settings, run.state.target or run.target_block())
+        run.baseline_diff = compare(load_baseline(settings.baseline), current)
+    return run.baseline_diff
 
 
 class HokusaiReporting:
@@ -258,6 +279,17 @@ class HokusaiReporting:
         if self.run.triage_error:
             tr.write_line(f"(diagnosis incomplete: {self.run.triage_error})")
         settings = self.run.base_settings
+        try:
+            diff = _baseline_diff(self.run, self.run.settings_if_known() or settings)
+        except Exception as exc:  # noqa: BLE001 - a bad baseline must not hide the verdict
+            tr.write_line(f"hokusai baseline: not compared ({redact(str(exc))})")
+            diff = None
+        if diff is not None:
+            from .baseline import render_text
+
+            tr.section("hokusai baseline", sep="-")
+            for line in render_text(diff, factor=settings.regression_factor):
+                tr.write_line(line)
         for label, path in (("json", settings.report_json), ("markdown", settings.report_md)):
             if path is not None:
                 tr.write_line(f"hokusai {label} report: {path}")

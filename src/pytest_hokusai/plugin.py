@@ -66,6 +66,13 @@ def pytest_configure(config: pytest.Config) -> None:
         keys = resolve_keys(settings)
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if settings.baseline is not None:
+        from .baseline import load_baseline
+
+        try:
+            load_baseline(settings.baseline)  # fail early, naming the setting, not at the end of the run
+        except SettingsError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS_KEY] = settings
     config.stash[KEYS_KEY] = keys
     workerinput = getattr(config, "workerinput", None)

@@ -59,6 +59,7 @@ class HokusaiRun:
         self.triage: Any = None  #: TriageEvidence once triage ran
         self.triage_error: str | None = None
         self._measurements: dict[str, dict[str, list[float]]] = {}
+        self.baseline_diff: Any = None  #: BaselineDiff once compared with --hokusai-baseline
 
     # -- effective target -------------------------------------------------------------------
     def local_info(self) -> LocalTargetInfo | None:
