@@ -25,7 +25,9 @@ from .state import CheckResult, Finding
 __all__ = ["HokusaiReporting", "HokusaiXdist", "write_key_missing_reports"]
 
 REPORT_ATTR = "hokusai"  # custom TestReport attribute; pytest-xdist serialises it to the controller
-SUPPORTED_MLFLOW = ((2, 9), (4, 0))  # [min, max) of the MLflow client versions the checks know
+SUPPORTED_MLFLOW = ((2, 9), (4, 0))
+#: Root causes after which no further live check can tell anything new.
+BLOCKING_CODES = frozenset({"HOST_UNREACHABLE", "TLS_ERROR"})  # [min, max) of the MLflow client versions the checks know
 
 
 def _is_live(item_or_report: Any) -> bool:
@@ -188,10 +190,25 @@ class HokusaiReporting:
         if data:
             setattr(report, REPORT_ATTR, data)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Once the triage has shown that nothing can answer (no host, no TLS), the remaining live
+        # checks fail at once with that root cause instead of each timing out and printing long
+        # client tracebacks: the run ends in seconds, and a gate still fails.
+        blocker = self.run.blocker
+        if blocker is not None and _is_live(item):
+            pytest.fail(f"{blocker.code}: {blocker.summary} (check not attempted: the first failing check "
+                        f"already showed the target cannot be reached)", pytrace=False)
+
     def _diagnose_failure(self, exchanges: list[Exchange]) -> Finding | None:
         try:
             evidence = self.run.ensure_triage()
-            from .diagnosis import finding_for_failure
+            from .diagnosis import diagnose, finding_for_failure
+
+            if self.run.blocker is None:
+                primary = next((f for f in diagnose(evidence) if f.primary), None)
+                if primary is not None and primary.code in BLOCKING_CODES:
+                    self.run.blocker = primary
 
             return finding_for_failure(evidence, [e for e in exchanges if _is_diagnostic(e)])
         except Exception as exc:  # diagnosis must never hide the check's own failure

@@ -59,6 +59,7 @@ class HokusaiRun:
         self.triage: Any = None  #: TriageEvidence once triage ran
         self.triage_error: str | None = None
         self._measurements: dict[str, dict[str, list[float]]] = {}
+        self.blocker: Any = None  #: a network-level Finding after which live checks are not attempted
         self.baseline_diff: Any = None  #: BaselineDiff once compared with --hokusai-baseline
 
     # -- effective target -------------------------------------------------------------------
