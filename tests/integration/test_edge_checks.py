@@ -118,8 +118,12 @@ def test_budget_miss_and_missing_baseline_fail_with_the_numbers(
                                 "-k", "auth_validation", "--hokusai-budget-auth-ms=0.001")
     assert outcomes(report) == {"test_auth_validation_latency": "failed"}
     result.stdout.fnmatch_lines(["*auth validation p95 * ms over the 0.001 ms budget (p50 * ms, n=20)*"])
+    # A baseline that does not exist is a usage error before any check runs, naming the setting.
     missing = tmp_path / "nope.json"
-    result, report = run_checks(pytester, monkeypatch, healthy_stack, "-m", "live and hokusai_perf",
-                                "-k", "proxy_request", f"--hokusai-baseline={missing}")
-    assert outcomes(report) == {"test_proxy_request_latency": "error"}
-    result.stdout.fnmatch_lines([f"*The baseline report '{missing}' given by --hokusai-baseline*does not exist*"])
+    ini = pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("-c", str(ini), "--rootdir", str(pytester.path), "-p", "no:cacheprovider",
+                                "--pyargs", "pytest_hokusai.checks", "-m", "live and hokusai_perf",
+                                f"--hokusai-api-url={healthy_stack.api_url}",
+                                f"--hokusai-auth-url={healthy_stack.auth_url}", f"--hokusai-baseline={missing}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*The baseline report '{missing}' given by --hokusai-baseline*does not exist*"])
