@@ -5,9 +5,7 @@ Registered by ``plugin.pytest_configure`` as plugin objects, so that ``plugin.py
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest

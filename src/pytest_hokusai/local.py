@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import StackError
 from .secret import Secret
 from .settings import HokusaiKeys, HokusaiSettings
 
-__all__ = ["LocalTarget", "LocalTargetInfo", "WORKERINPUT_KEY"]
+__all__ = ["WORKERINPUT_KEY", "LocalTarget", "LocalTargetInfo"]
 
 WORKERINPUT_KEY = "hokusai_local_stack"
 

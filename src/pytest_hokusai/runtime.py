@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import StackError
 from .local import WORKERINPUT_KEY, LocalTarget, LocalTargetInfo
@@ -16,7 +17,7 @@ from .secret import Secret
 from .settings import HokusaiKeys, HokusaiSettings
 from .state import RunState
 
-__all__ = ["HokusaiRun", "KEY_MISSING_MESSAGE", "environment_versions"]
+__all__ = ["KEY_MISSING_MESSAGE", "HokusaiRun", "environment_versions"]
 
 KEY_MISSING_MESSAGE = (
     "KEY_MISSING: no Hokusai API key is configured for target 'remote'. Export HOKUSAI_API_KEY=hk_live_... "

@@ -97,7 +97,7 @@ class Secret:
     'hk_live_'
     """
 
-    __slots__ = ("_raw", "_masked", "_source")
+    __slots__ = ("_masked", "_raw", "_source")
     _raw: str
     _masked: str
     _source: str

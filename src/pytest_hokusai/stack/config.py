@@ -14,10 +14,10 @@ from typing import Any
 
 __all__ = [
     "CONFIG_ENV",
+    "POLICIES",
     "STACK_TOKEN_HEADER",
     "ApiServiceConfig",
     "AuthServiceConfig",
-    "POLICIES",
     "dump_service_config",
     "load_service_config",
 ]
