@@ -51,10 +51,13 @@ def _selects_live(config: pytest.Config) -> bool:
 
 
 def _progress_writer(config: pytest.Config) -> Any:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        return None
-    return lambda line: reporter.write_line(f"hokusai: {line}")
+    # Looked up at each call: the terminal reporter registers after our tryfirst pytest_configure.
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"hokusai: {line}")
+
+    return write
 
 
 @pytest.hookimpl(tryfirst=True)
