@@ -66,6 +66,13 @@ class LocalTargetInfo:
         )
 
 
+def _use_once(tracking_uri: str, key: Secret) -> None:
+    import requests
+
+    requests.get(f"{tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                 headers={"Authorization": f"Bearer {key.reveal()}"}, timeout=10).close()
+
+
 class LocalTarget:
     """Owns the run's local stack: starts it once, mints the run's keys, stops it."""
 
@@ -113,6 +120,10 @@ class LocalTarget:
         primary = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai write key")
         readonly = stack.mint_key(scopes=("read",), name="pytest-hokusai read-only key")
         revoked = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai revoked key")
+        if "revocation-delay" in self._faults:
+            # The fault models a key that was in use when it was revoked: use it once through the
+            # proxy so that its validation is cached, then revoke it.
+            _use_once(stack.tracking_uri, revoked)
         stack.revoke(revoked)
         keys = HokusaiKeys(primary=primary, readonly=readonly, revoked=revoked)
         return LocalTargetInfo(
