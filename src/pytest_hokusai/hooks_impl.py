@@ -126,6 +126,7 @@ class HokusaiReporting:
         self.is_worker = hasattr(config, "workerinput")
         self.distributed = not self.is_worker and bool(getattr(config.option, "numprocesses", None))
         self.live_selected = False
+        self.worker_facts: dict[str, Any] = {}  #: facts found by checks on xdist workers
 
     # -- collection ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -185,6 +186,9 @@ class HokusaiReporting:
                 data["remediation"] = finding.remediation
                 report.hokusai_diagnosis = finding.code  # type: ignore[attr-defined]  # read by report.html
                 _prefix_failure(report, finding)
+            if self.run.triage is not None and self.run.triage.facts:
+                # facts found by checks (revocation delay, latency misses) travel to the controller
+                data["facts"] = dict(self.run.triage.facts)
         if data:
             setattr(report, REPORT_ATTR, data)
 
@@ -233,6 +237,13 @@ class HokusaiReporting:
                 for value in values:
                     self.run.state.time(name, value)
             exchanges = [Exchange(**ex) for ex in data.get("exchanges", [])]
+            if self.distributed and data.get("facts"):
+                for name, value in data["facts"].items():
+                    if name == "latency_misses":
+                        known = self.worker_facts.setdefault(name, [])
+                        known.extend(m for m in value if m not in known)
+                    else:
+                        self.worker_facts[name] = value
             if self.distributed:
                 for ex in exchanges:
                     self.run.state.recorder.add(ex)
@@ -252,6 +263,12 @@ class HokusaiReporting:
         if any(c.outcome in ("failed", "error") for c in live):
             try:
                 evidence = self.run.ensure_triage()
+                for name, value in self.worker_facts.items():
+                    if name == "latency_misses":
+                        for miss in value:
+                            evidence.add_latency_miss(miss)
+                    else:
+                        evidence.add_fact(name, value)
                 evidence.exchanges.extend(e for e in state.recorder.all() if _is_diagnostic(e))
                 from .diagnosis import diagnose
 

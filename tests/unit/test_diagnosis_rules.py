@@ -55,7 +55,7 @@ DESIGN_CODES = {
     "KEY_LACKS_WRITE_SCOPE": "credentials", "REGISTRY_ADMIN_REQUIRED": "credentials",
     "PAYMENT_REQUIRED": "credentials", "RATE_LIMITED": "credentials",
     "AUTH_BYPASS": "security", "REVOCATION_DELAYED": "security",
-    "CLIENT_TOKEN_LOST": "client", "UNEXPECTED_RESPONSE": "other",
+    "CLIENT_TOKEN_LOST": "client", "LATENCY_BUDGET_EXCEEDED": "other", "UNEXPECTED_RESPONSE": "other",
 }
 
 
@@ -344,6 +344,17 @@ def s_client_token_lost() -> TriageEvidence:  # F15
     return e
 
 
+AUTH_PERF = "checks/test_perf.py::test_auth_validation_latency"
+PROXY_PERF = "checks/test_perf.py::test_proxy_request_latency"
+
+
+def s_latency() -> TriageEvidence:  # the perf check's fact: key validation over its budget
+    e = healthy()
+    e.add_latency_miss(ev.latency_miss("auth_validate_ms", p50=2012.0, p95=2105.0, n=20, budget=1000.0,
+                                       nodeid=AUTH_PERF))
+    return e
+
+
 def s_unexpected() -> TriageEvidence:
     e = healthy()
     keyed_everywhere(e, 500, {"detail": "Internal server error while proxying to MLflow"})
@@ -362,7 +373,8 @@ SCENARIOS: dict[str, Callable[[], TriageEvidence]] = {
     "KEY_REJECTED": s_key_rejected, "KEY_LACKS_WRITE_SCOPE": s_write_scope,
     "REGISTRY_ADMIN_REQUIRED": s_registry_admin, "PAYMENT_REQUIRED": s_payment, "RATE_LIMITED": s_rate_limited,
     "AUTH_BYPASS": s_auth_bypass, "REVOCATION_DELAYED": s_revocation_delayed,
-    "CLIENT_TOKEN_LOST": s_client_token_lost, "UNEXPECTED_RESPONSE": s_unexpected,
+    "CLIENT_TOKEN_LOST": s_client_token_lost, "LATENCY_BUDGET_EXCEEDED": s_latency,
+    "UNEXPECTED_RESPONSE": s_unexpected,
 }
 
 
@@ -384,7 +396,8 @@ def assert_no_raw_key(findings: list[Finding]) -> None:
 def test_rules_table_matches_design_codes_and_categories() -> None:
     assert {code: rule.category for code, rule in RULES.items()} == DESIGN_CODES
     assert list(CODES) == list(DESIGN_CODES), "the table keeps DESIGN.md's order"
-    assert set(PRECEDENCE) == set(DESIGN_CODES) and PRECEDENCE[-1] == "UNEXPECTED_RESPONSE"
+    assert set(PRECEDENCE) == set(DESIGN_CODES)
+    assert PRECEDENCE[-2:] == ("UNEXPECTED_RESPONSE", "LATENCY_BUDGET_EXCEEDED"), "the fallbacks rank last"
     for rule in RULES.values():
         assert rule.code and rule.title and rule.symptom and rule.cause and rule.fix and rule.history
 
@@ -870,3 +883,88 @@ def test_triage_of_a_proxy_with_the_wrong_service_id(platform: tuple[str, str, A
     found = primary(diagnose(evidence))
     assert found.code == "SERVICE_ID_REJECTED" and "'platform'" in found.summary
     assert_no_raw_key([found])
+
+
+# -- performance only: LATENCY_BUDGET_EXCEEDED --------------------------------------------------------
+def test_perf_only_fact_is_latency_budget_exceeded_primary_naming_the_numbers() -> None:
+    e = s_latency()
+    e.add_failed_check(AUTH_PERF, "auth validation p95 2105 ms over the 1000 ms budget")
+    findings = diagnose(e)
+    assert [f.code for f in findings] == ["LATENCY_BUDGET_EXCEEDED"], "not UNEXPECTED_RESPONSE"
+    found = primary(findings)
+    assert found.category == "other"
+    for part in ("auth_validate_ms", "p50 2012 ms", "p95 2105 ms", "1000 ms budget"):
+        assert part in found.summary, found.summary
+    assert any(AUTH_PERF in line for line in found.evidence)
+    assert "auth service" in found.remediation and "Redis" in found.remediation
+    assert "about 2 s, the step of a Redis timeout" in found.remediation, "F23: ~2 s steps"
+    assert AUTH in found.remediation, "the remediation names the host"
+
+
+def test_baseline_regression_and_each_measure_say_where_the_time_goes() -> None:
+    e = healthy()
+    e.add_latency_miss(ev.latency_miss("proxy_request_ms", p50=130.0, p95=150.0, n=30, baseline_p50=40.0,
+                                       factor=2.0, nodeid=PROXY_PERF))
+    e.add_latency_miss(ev.latency_miss("registration_s", p50=45.2, p95=45.2, n=1, budget=30.0,
+                                       phases={"register": 2.0, "log_model": 40.1}))
+    found = primary(diagnose(e))
+    assert found.code == "LATENCY_BUDGET_EXCEEDED" and found.summary.startswith("2 performance targets")
+    assert "proxy_request_ms p50 130 ms, p95 150 ms" in found.summary.replace("(", "").replace(")", "")
+    assert "3.2x the baseline's 40 ms, allowed 2x" in found.summary
+    assert "registration_s" in found.summary and "log_model 40.1 s" in found.summary
+    assert "API service" in found.remediation and "MLflow upstream" in found.remediation
+    assert "MLflow server" in found.remediation and "artifact store" in found.remediation
+    assert "Redis timeout (F23)" not in found.remediation, "no 2 s step here"
+
+
+def test_functional_failure_stays_primary_and_latency_is_not() -> None:
+    for scenario, code in ((s_write_scope, "KEY_LACKS_WRITE_SCOPE"), (s_api_down, "API_SERVICE_DOWN"),
+                           (s_revocation_delayed, "REVOCATION_DELAYED"), (s_unexpected, "UNEXPECTED_RESPONSE")):
+        e = scenario()
+        e.add_latency_miss(ev.latency_miss("auth_validate_ms", p50=5.0, p95=9.0, n=20, budget=1.0, nodeid=AUTH_PERF))
+        findings = diagnose(e)
+        assert primary(findings).code == code
+        assert findings[-1].code == "LATENCY_BUDGET_EXCEEDED" and not findings[-1].primary
+
+
+def test_unexplained_functional_check_outranks_latency() -> None:
+    e = s_latency()
+    e.add_failed_check(AUTH_PERF, "over budget")
+    e.add_failed_check("checks/test_registration.py::test_register", "assert 'v1' == 'v2'")
+    assert [f.code for f in diagnose(e)] == ["UNEXPECTED_RESPONSE", "LATENCY_BUDGET_EXCEEDED"]
+    assert not any(AUTH_PERF in line for line in diagnose(e)[0].evidence), "the perf check is explained"
+
+
+def test_healthy_gives_nothing_and_malformed_latency_facts_are_ignored() -> None:
+    assert diagnose(healthy()) == []
+    e = healthy()
+    e.add_fact(ev.FACT_LATENCY_MISSES, [{"measure": "auth_validate_ms"}, "slow", {"p50": 1, "p95": 2}])
+    assert diagnose(e) == []
+    e.add_fact(ev.FACT_LATENCY_MISSES, "not a list")
+    assert diagnose(e) == []
+
+
+def test_failing_perf_check_gets_its_own_latency_code_even_beside_a_functional_root_cause() -> None:
+    e = s_write_scope()
+    e.add_latency_miss(ev.latency_miss("auth_validate_ms", p50=5.0, p95=9.0, n=20, budget=1.0, nodeid=AUTH_PERF))
+    e.add_latency_miss(ev.latency_miss("proxy_request_ms", p50=500.0, p95=900.0, n=30, budget=100.0,
+                                       nodeid=PROXY_PERF))
+    sample = [x("POST", VALIDATE, 200, valid(), auth=BEARER, label="check:perf-validate")]
+    sample[0].nodeid = AUTH_PERF
+    found = finding_for_failure(e, sample)
+    assert found is not None and found.code == "LATENCY_BUDGET_EXCEEDED" and not found.primary
+    assert "auth_validate_ms" in found.summary and "proxy_request_ms" not in found.summary, "only its own measure"
+    # a functional check in the same run still gets the run's root cause
+    other = finding_for_failure(e, [x("GET", SEARCH, 200, {}, auth=BEARER)])
+    assert other is not None and other.code == "KEY_LACKS_WRITE_SCOPE"
+    # perf only, a check without recorded exchanges: the run's root cause, i.e. the latency finding
+    found = finding_for_failure(s_latency(), [])
+    assert found is not None and found.code == "LATENCY_BUDGET_EXCEEDED"
+
+
+def test_latency_miss_facts_accumulate_and_stay_json_ready() -> None:
+    e = healthy()
+    e.add_latency_miss(ev.latency_miss("auth_validate_ms", p50=1, p95=2, n=3, budget=1))
+    e.add_latency_miss(ev.latency_miss("proxy_request_ms", p50=1, p95=2, n=3, budget=1))
+    assert [m["measure"] for m in e.latency_misses()] == ["auth_validate_ms", "proxy_request_ms"]
+    assert json.loads(json.dumps(e.to_dict()))["facts"][ev.FACT_LATENCY_MISSES][1]["unit"] == "ms"

@@ -8,10 +8,14 @@ registration time is one measurement); a baseline applies to the p50: more than
 
 Every validation and proxy request is recorded, so the JSON report's ``auth_validate_ms`` and
 ``proxy_request_ms`` include these samples; ``registration_s`` is recorded explicitly.
+
+A missed budget or a regression is also recorded on the run's triage evidence (the
+``latency_misses`` fact), so the diagnosis names it LATENCY_BUDGET_EXCEEDED with where the time goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -52,23 +56,38 @@ def _sample(count, call):
     return samples
 
 
-def _judge(measure, what, samples, budget_ms, baseline, factor, record_property):
+def _record_miss(hokusai_run, measure, nodeid, *, p50, p95, n, budget=None, before=None, factor=None, phases=None):
+    """Give the diagnosis the missed budget / regression (TriageEvidence ``latency_misses`` fact);
+    best effort, never hides the check's own failure."""
+    with contextlib.suppress(Exception):
+        from ..diagnosis import latency_miss
+
+        hokusai_run.ensure_triage().add_latency_miss(latency_miss(
+            measure, p50=p50, p95=p95, n=n, nodeid=nodeid, budget=budget, baseline_p50=before, factor=factor,
+            phases=phases))
+
+
+def _judge(measure, what, samples, budget_ms, baseline, factor, record_property, hokusai_run, nodeid):
     p50, p95 = statistics.median(samples), percentile(samples, 95)
     record_property(f"hokusai_{measure}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, n={len(samples)}")
     problems = []
-    if p95 > budget_ms:
+    over = p95 > budget_ms
+    if over:
         problems.append(f"{what} p95 {p95:.0f} ms over the {budget_ms:g} ms budget "
                         f"(p50 {p50:.0f} ms, n={len(samples)})")
-    if baseline is not None:
-        slower = regression(measure, baseline_p50(baseline, measure), p50, factor)
-        if slower:
-            problems.append(f"{what} regressed since the baseline: {slower}")
+    before = baseline_p50(baseline, measure) if baseline is not None else None
+    slower = regression(measure, before, p50, factor) if baseline is not None else None
+    if slower:
+        problems.append(f"{what} regressed since the baseline: {slower}")
     if problems:
+        _record_miss(hokusai_run, measure, nodeid, p50=p50, p95=p95, n=len(samples),
+                     budget=budget_ms if over else None, before=before if slower else None,
+                     factor=factor if slower else None)
         pytest.fail("; ".join(problems), pytrace=False)
 
 
 def test_auth_validation_latency(hokusai_auth_client, hokusai_api_key, hokusai_settings, perf_baseline,
-                                 record_property):
+                                 record_property, hokusai_run, request):
     def validate():
         outcome = hokusai_auth_client.validate(hokusai_api_key, style="header",
                                                service_id=hokusai_settings.service_id, label="check:perf-validate")
@@ -77,10 +96,11 @@ def test_auth_validation_latency(hokusai_auth_client, hokusai_api_key, hokusai_s
 
     samples = _sample(AUTH_SAMPLES, validate)
     _judge("auth_validate_ms", "auth validation", samples, hokusai_settings.budget_auth_ms, perf_baseline,
-           hokusai_settings.regression_factor, record_property)
+           hokusai_settings.regression_factor, record_property, hokusai_run, request.node.nodeid)
 
 
-def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline, record_property):
+def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline, record_property, hokusai_run,
+                               request):
     def search():
         result = hokusai_session.probe("GET", hokusai_settings.tracking_uri + SEARCH, label="check:perf-proxy")
         assert result.status == 200, f"a proxied request failed during the latency sample: {describe(result)}"
@@ -88,11 +108,11 @@ def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline,
 
     samples = _sample(PROXY_SAMPLES, search)
     _judge("proxy_request_ms", "proxy", samples, hokusai_settings.budget_proxy_ms, perf_baseline,
-           hokusai_settings.regression_factor, record_property)
+           hokusai_settings.regression_factor, record_property, hokusai_run, request.node.nodeid)
 
 
 def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_unique_name, hokusai_settings,
-                           hokusai_measure, perf_baseline, record_property):
+                           hokusai_measure, perf_baseline, record_property, hokusai_run, request):
     from ..registry import cleanup, register_toy_model
 
     name = hokusai_unique_name("hokusai-perf-model")
@@ -113,13 +133,17 @@ def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_uni
     record_property("hokusai_registration_s", f"{took:.2f} s ({phases})")
     failures = []
     budget = hokusai_settings.budget_registration_s
-    if took > budget:
+    over = took > budget
+    if over:
         failures.append(f"full registration took {took:.1f} s, over the {budget:g} s budget ({phases})")
-    if perf_baseline is not None:
-        slower = regression("registration_s", baseline_p50(perf_baseline, "registration_s"), took,
-                            hokusai_settings.regression_factor)
-        if slower:
-            failures.append(f"registration regressed since the baseline: {slower}")
+    factor = hokusai_settings.regression_factor
+    before = baseline_p50(perf_baseline, "registration_s") if perf_baseline is not None else None
+    slower = regression("registration_s", before, took, factor) if perf_baseline is not None else None
+    if slower:
+        failures.append(f"registration regressed since the baseline: {slower}")
     if failures:
+        _record_miss(hokusai_run, "registration_s", request.node.nodeid, p50=took, p95=took, n=1,
+                     budget=budget if over else None, before=before if slower else None,
+                     factor=factor if slower else None, phases=registration.timings)
         pytest.fail("; ".join(failures), pytrace=False)
     assert not problems, f"cleanup failed: {problems}"

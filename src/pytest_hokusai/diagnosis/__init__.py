@@ -14,17 +14,20 @@ Importing this package imports no heavy library (requests only, through the tria
 from __future__ import annotations
 
 from .evidence import (
+    FACT_LATENCY_MISSES,
     FACT_REVOCATION_DELAY,
     FACT_REVOCATION_TOLERANCE,
     FACT_REVOKED_AT,
     FACT_TRACKING_TOKEN_PRESENT,
     MLFLOW_CLIENT_LABEL,
     TriageEvidence,
+    latency_miss,
 )
 from .probes import run_triage
 from .rules import PRECEDENCE, RULES, Rule, diagnose, finding_for_failure
 
 __all__ = [
+    "FACT_LATENCY_MISSES",
     "FACT_REVOCATION_DELAY",
     "FACT_REVOCATION_TOLERANCE",
     "FACT_REVOKED_AT",
@@ -36,5 +39,6 @@ __all__ = [
     "TriageEvidence",
     "diagnose",
     "finding_for_failure",
+    "latency_miss",
     "run_triage",
 ]

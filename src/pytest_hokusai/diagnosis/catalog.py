@@ -244,6 +244,22 @@ TEXTS: dict[str, RuleText] = {
         "Upgrade the hokusai SDK past 66d077c, set MLFLOW_TRACKING_TOKEN again after SDK initialisation, "
         "and check that nothing falls back to http://localhost:5001.",
         "F15"),
+    "LATENCY_BUDGET_EXCEEDED": RuleText(
+        "other", "The platform works but is too slow",
+        "A performance check (hokusai_perf) missed its budget (the p95 of key validation or of proxied requests "
+        "over --hokusai-budget-auth-ms / --hokusai-budget-proxy-ms, a full registration over "
+        "--hokusai-budget-registration-s) or regressed beyond --hokusai-regression-factor times the p50 of "
+        "--hokusai-baseline. It is the root cause only when every functional check and probe passed.",
+        "Key validation: a slow auth service (its database) or a failing Redis validation cache; latency in "
+        "steps of about 2 s is the Redis timeout (a security group or a bad REDIS_URL). Proxied requests: the "
+        "API service (CPU, workers, validation without cache) or its MLflow upstream. Registration: the MLflow "
+        "server (its backend database) or the artifact store.",
+        "Find where the time goes: for key validation, the auth service and the API's Redis cache (GET "
+        "{api}/health?detailed=true shows redis; allow the API's security group to reach Redis, fix REDIS_URL); "
+        "for proxied requests, compare {api}/health and direct MLflow to split the API service from its MLflow "
+        "upstream; for registration, the MLflow server's database and the artifact store (the check's phases "
+        "show which step is slow). If the budget is simply too tight for this link, raise --hokusai-budget-*.",
+        "F23"),
     "UNEXPECTED_RESPONSE": RuleText(
         "other", "Something no rule explains",
         "A check failed or a probe answered in a way none of the rules above recognise; the evidence shows "

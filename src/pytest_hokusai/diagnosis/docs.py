@@ -50,6 +50,12 @@ def render_troubleshooting() -> str:
         "",
     ]
     out += [f"{i}. `{code}`" for i, code in enumerate(PRECEDENCE, 1)]
+    out += [
+        "",
+        "`UNEXPECTED_RESPONSE` is reported only when no functional rule matches. `LATENCY_BUDGET_EXCEEDED`",
+        "(a performance check missed its budget or regressed beyond the baseline) ranks last: a functional",
+        "failure stays the root cause, and it is primary only when the only failures are performance.",
+    ]
     out += ["", "## Codes by category", "", "| category | code | title | history |", "| --- | --- | --- | --- |"]
     ordered = sorted(RULES.values(), key=lambda r: (_CATEGORY_ORDER.index(r.category), list(RULES).index(r.code)))
     for rule in ordered:

@@ -8,7 +8,7 @@ A :class:`TriageEvidence` holds
   :class:`~pytest_hokusai.evidence.Exchange`, plus the probes that were skipped and why;
 * the exchanges the checks themselves made (the MLflow client's are labelled ``mlflow-client``);
 * facts the checks learned that are no HTTP exchange (:data:`FACT_REVOCATION_DELAY`,
-  :data:`FACT_TRACKING_TOKEN_PRESENT`, ...).
+  :data:`FACT_TRACKING_TOKEN_PRESENT`, :data:`FACT_LATENCY_MISSES`, ...).
 
 It is plain data: tests build one from hand-made exchanges, :func:`~.probes.run_triage` fills one
 from real probes. Nothing here makes a request or holds a raw key.
@@ -17,7 +17,7 @@ from real probes. Nothing here makes a request or holds a raw key.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..settings import HokusaiKeys, HokusaiSettings
 
 __all__ = [
+    "FACT_LATENCY_MISSES",
     "FACT_REVOCATION_DELAY",
     "FACT_REVOCATION_TOLERANCE",
     "FACT_REVOKED_AT",
@@ -40,6 +41,7 @@ __all__ = [
     "PROBE_PREFIX",
     "TriageEvidence",
     "json_body",
+    "latency_miss",
     "validate_probe_name",
 ]
 
@@ -98,6 +100,31 @@ FACT_REVOCATION_TOLERANCE = "revocation_tolerance_s"
 FACT_REVOKED_AT = "revoked_key_revoked_at"
 #: bool: whether MLFLOW_TRACKING_TOKEN was set in the environment when the MLflow client failed.
 FACT_TRACKING_TOKEN_PRESENT = "mlflow_tracking_token_present"
+#: list of dicts (:func:`latency_miss`), one per performance measure that missed its budget or
+#: regressed beyond the baseline factor (the perf checks add them with
+#: :meth:`TriageEvidence.add_latency_miss`).
+FACT_LATENCY_MISSES = "latency_misses"
+
+
+def latency_miss(measure: str, *, p50: float, p95: float, n: int, nodeid: str | None = None,
+                 budget: float | None = None, baseline_p50: float | None = None, factor: float | None = None,
+                 phases: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """One :data:`FACT_LATENCY_MISSES` entry (JSON-ready), in the measure's unit (``*_ms`` or ``*_s``).
+
+    ``budget`` is given when the p95 exceeded it, ``baseline_p50`` and ``factor`` when the p50
+    regressed beyond ``factor`` times the baseline's; ``phases`` splits a registration's time by step.
+
+    >>> latency_miss("auth_validate_ms", p50=2010.0, p95=2100.0, n=20, budget=1000.0)["unit"]
+    'ms'
+    """
+    unit = "ms" if measure.endswith("_ms") else "s" if measure.endswith("_s") else ""
+    miss: dict[str, Any] = {"measure": measure, "unit": unit, "p50": float(p50), "p95": float(p95), "n": int(n),
+                            "nodeid": nodeid, "budget": None if budget is None else float(budget),
+                            "baseline_p50": None if baseline_p50 is None else float(baseline_p50),
+                            "factor": None if factor is None else float(factor)}
+    if phases:
+        miss["phases"] = {str(k): float(v) for k, v in phases.items()}
+    return miss
 
 
 def validate_probe_name(style: str, service_id: str | None) -> str:
@@ -189,12 +216,24 @@ class TriageEvidence:
         """Add a fact a check learned, e.g. ``add_fact(FACT_REVOCATION_DELAY, 75.0)``."""
         self.facts[name] = value
 
+    def add_latency_miss(self, miss: Mapping[str, Any]) -> None:
+        """Append a :func:`latency_miss` entry to the :data:`FACT_LATENCY_MISSES` fact."""
+        self.add_fact(FACT_LATENCY_MISSES, [*self.latency_misses(), dict(miss)])
+
     def add_failed_check(self, nodeid: str, message: str = "") -> None:
         self.failed_checks[nodeid] = message
 
     # -- reading ----------------------------------------------------------------------------
     def probe(self, name: str) -> Exchange | None:
         return self.probes.get(name)
+
+    def latency_misses(self) -> list[dict[str, Any]]:
+        """The :data:`FACT_LATENCY_MISSES` entries that name a measure and numbers (others are ignored)."""
+        value = self.facts.get(FACT_LATENCY_MISSES)
+        if not isinstance(value, (list, tuple)):
+            return []
+        return [dict(m) for m in value if isinstance(m, Mapping) and isinstance(m.get("measure"), str)
+                and all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool) for k in ("p50", "p95"))]
 
     def validations(self) -> Iterator[tuple[str, str | None, Exchange]]:
         """``(style, service_id or None, exchange)`` of every validation probe that was sent."""

@@ -589,7 +589,9 @@ def _unexpected(e: TriageEvidence) -> Match | None:
         expected_401 = name in _EXPECTED_401 and ex.status not in (401, 403)
         if (name in ev.EXPECT_2XX or expected_401) and not ex.ok:
             odd.append((name, ex))
-    failed = [f"check {nodeid} failed: {msg}".rstrip(": ") for nodeid, msg in e.failed_checks.items()]
+    slow = {m.get("nodeid") for m in e.latency_misses()}  # explained by LATENCY_BUDGET_EXCEEDED
+    failed = [f"check {nodeid} failed: {msg}".rstrip(": ") for nodeid, msg in e.failed_checks.items()
+              if nodeid not in slow]
     if not odd and not failed:
         return None
     if odd:

@@ -6,7 +6,9 @@ that picks the root cause.
 remediation from what the probes and checks saw. :func:`diagnose` runs them all and marks exactly one
 finding ``primary``: the first in :data:`PRECEDENCE` (network, then credentials known before any
 request, deployment, configuration and credentials, artifact-only, security). UNEXPECTED_RESPONSE is
-reported only when nothing else explains a failure.
+reported only when no functional rule explains a failure, and LATENCY_BUDGET_EXCEEDED (a perf check
+missed a budget or regressed) ranks below everything: it is primary only when the only failures are
+performance.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..evidence import Exchange
 from ..secret import redact
 from ..state import Finding
 from .catalog import CODES, TEXTS
-from .evidence import TriageEvidence
+from .evidence import FACT_LATENCY_MISSES, TriageEvidence
+from .latency import LATENCY_CODE, match_latency
 from .matchers import MATCHERS, Match, Matcher, said, where
 
 __all__ = ["PRECEDENCE", "RULES", "Match", "Rule", "diagnose", "finding_for_failure"]
@@ -55,14 +58,18 @@ class Rule:
 
 
 # -- the table, precedence, entry points ------------------------------------------------------------
+_MATCHERS: dict[str, Matcher] = {**MATCHERS, LATENCY_CODE: match_latency}
+
 RULES: dict[str, Rule] = {
     code: Rule(code=code, category=TEXTS[code].category, title=TEXTS[code].title, symptom=TEXTS[code].symptom,
-               cause=TEXTS[code].cause, fix=TEXTS[code].fix, history=TEXTS[code].history, matcher=MATCHERS[code])
+               cause=TEXTS[code].cause, fix=TEXTS[code].fix, history=TEXTS[code].history, matcher=_MATCHERS[code])
     for code in CODES
 }
 
+_UNEXPECTED = "UNEXPECTED_RESPONSE"
+
 #: Root cause first: network > credentials known before any request > deployment >
-#: configuration and credentials > artifact-only > security > unexplained.
+#: configuration and credentials > artifact-only > security > unexplained > performance only.
 PRECEDENCE: tuple[str, ...] = (
     "HOST_UNREACHABLE", "TLS_ERROR",
     "KEY_MISSING", "KEY_MALFORMED",
@@ -72,20 +79,29 @@ PRECEDENCE: tuple[str, ...] = (
     "REGISTRY_ADMIN_REQUIRED", "PAYMENT_REQUIRED", "RATE_LIMITED", "KEY_LACKS_WRITE_SCOPE", "CLIENT_TOKEN_LOST",
     "ARTIFACTS_DISABLED",
     "AUTH_BYPASS", "REVOCATION_DELAYED",
-    "UNEXPECTED_RESPONSE",
+    _UNEXPECTED,
+    LATENCY_CODE,
 )
-assert set(PRECEDENCE) == set(RULES) == set(MATCHERS), "every code needs one rule and one rank"
+assert set(PRECEDENCE) == set(RULES) == set(_MATCHERS), "every code needs one rule and one rank"
+assert PRECEDENCE[-2:] == (_UNEXPECTED, LATENCY_CODE), "unexplained, then performance only, rank last"
+#: The functional rules, in precedence order (everything but the two fallbacks).
+_FUNCTIONAL: tuple[str, ...] = PRECEDENCE[:-2]
 
 
 def diagnose(evidence: TriageEvidence) -> list[Finding]:
     """All findings, root cause first; exactly one is ``primary`` when there is any.
 
-    UNEXPECTED_RESPONSE appears only when no other rule matched.
+    UNEXPECTED_RESPONSE appears only when no functional rule matched. LATENCY_BUDGET_EXCEEDED comes
+    last: a functional (or unexplained) failure stays primary, and it is primary only when the only
+    failures are performance.
     """
-    findings = [f for code in PRECEDENCE[:-1] if (f := RULES[code].match(evidence)) is not None]
+    findings = [f for code in _FUNCTIONAL if (f := RULES[code].match(evidence)) is not None]
     if not findings:
-        unexpected = RULES["UNEXPECTED_RESPONSE"].match(evidence)
+        unexpected = RULES[_UNEXPECTED].match(evidence)
         findings = [unexpected] if unexpected is not None else []
+    latency = RULES[LATENCY_CODE].match(evidence)
+    if latency is not None:
+        findings.append(latency)
     for i, finding in enumerate(findings):
         finding.primary = i == 0
     return findings
@@ -94,10 +110,15 @@ def diagnose(evidence: TriageEvidence) -> list[Finding]:
 def finding_for_failure(evidence: TriageEvidence, exchanges: Iterable[Exchange]) -> Finding | None:
     """The finding that explains one failing check, given the exchanges that check made.
 
-    The check's exchanges are added to the evidence; the finding whose evidence cites one of them
-    wins, else the run's root cause. With no finding at all, a failing exchange of the check gives
-    UNEXPECTED_RESPONSE; with none, ``None``.
+    A check that recorded a latency miss (its exchanges' ``nodeid`` is the miss's) gets
+    LATENCY_BUDGET_EXCEEDED for its own measures. Otherwise the check's exchanges are added to the
+    evidence; the finding whose evidence cites one of them wins, else the run's root cause. With no
+    finding at all, a failing exchange of the check gives UNEXPECTED_RESPONSE; with none, ``None``.
     """
+    exchanges = list(exchanges)
+    own_latency = _latency_for(evidence, {x.nodeid for x in exchanges if x.nodeid})
+    if own_latency is not None:
+        return own_latency
     own = [x for x in exchanges if not any(x is y for y in evidence.exchanges)]
     combined = dataclasses.replace(evidence, exchanges=[*evidence.exchanges, *own])
     findings = diagnose(combined)
@@ -114,6 +135,16 @@ def finding_for_failure(evidence: TriageEvidence, exchanges: Iterable[Exchange])
     return Finding(code="UNEXPECTED_RESPONSE", category=RULES["UNEXPECTED_RESPONSE"].category, primary=False,
                    summary=redact(f"{where(first)} got {said(first)}, which no rule explains."),
                    evidence=[redact(x.summary()) for x in failing[-3:]], remediation=RULES["UNEXPECTED_RESPONSE"].fix)
+
+
+def _latency_for(evidence: TriageEvidence, nodeids: set[str]) -> Finding | None:
+    """LATENCY_BUDGET_EXCEEDED limited to the misses the given checks recorded, or ``None``."""
+    mine = [m for m in evidence.latency_misses() if m.get("nodeid") in nodeids]
+    if not mine:
+        return None
+    scoped = dataclasses.replace(evidence, facts={**evidence.facts, FACT_LATENCY_MISSES: mine})
+    found = RULES[LATENCY_CODE].match(scoped)
+    return _single(found) if found is not None else None
 
 
 def _single(finding: Finding) -> Finding:
