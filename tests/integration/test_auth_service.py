@@ -8,19 +8,12 @@ Key-shaped constants are built at run time, never written out.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import logging
-import os
-import pwd
 import re
 import secrets
-import shutil
-import signal
 import socket
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +28,7 @@ import pytest
 from pytest_hokusai.stack.auth_service import HTML_503, WRITE_SCOPES, create_app
 from pytest_hokusai.stack.config import STACK_TOKEN_HEADER, AuthServiceConfig
 from pytest_hokusai.stack.keystore import KeyStore
+from tests.support.postgres import PostgresUnavailable, postgres_server
 
 with warnings.catch_warnings():
     # starlette 1.x deprecates its httpx-based TestClient at import (wants httpx2); not ours to fix.
@@ -713,82 +707,14 @@ def test_real_server_peer_ip_outside_allowed_ips(db_path: Path, admin_token: str
 # -- the same service on a real PostgreSQL (skipped when PostgreSQL is not installed) --------------------
 
 
-def _postgres_bindir() -> Path | None:
-    candidates = [shutil.which("initdb"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)]
-    for cand in candidates:
-        if cand and Path(cand).with_name("postgres").exists():
-            return Path(cand).parent
-    return None
-
-
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group, wait, then SIGKILL it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on a free loopback port (initdb in a temp dir, stopped after)."""
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) not found; install postgresql to run this test")
-    prefix: list[str] = []
-    owner: tuple[int, int] | None = None
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the 'postgres' user
-        setpriv = shutil.which("setpriv")
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pw = None
-        if pw is None or setpriv is None:
-            pytest.skip("running as root without a 'postgres' user and setpriv to run initdb")
-        prefix = [setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
-        owner = (pw.pw_uid, pw.pw_gid)
-    workdir = Path(tempfile.mkdtemp(prefix="hokusai-pg-"))  # not tmp_path: 'postgres' must reach it
+    """A throwaway PostgreSQL server (:mod:`tests.support.postgres`): its ``postgres`` database."""
     try:
-        if owner:
-            os.chown(workdir, *owner)
-        init = subprocess.run(
-            [*prefix, str(bindir / "initdb"), "-D", str(workdir / "data"), "-A", "trust", "-U", "hokusai",
-             "--no-sync", "--no-locale", "-E", "UTF8"],
-            capture_output=True, timeout=60, start_new_session=True, check=False)
-        assert init.returncode == 0, init.stderr.decode(errors="replace")[-2000:]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log_path = workdir / "postgres.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [*prefix, str(bindir / "postgres"), "-D", str(workdir / "data"), "-p", str(port),
-                 "-k", str(workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            import psycopg2
-
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    psycopg2.connect(host="127.0.0.1", port=port, user="hokusai", dbname="postgres",
-                                     connect_timeout=2).close()
-                    break
-                except psycopg2.OperationalError:
-                    tail = log_path.read_text(errors="replace")[-2000:]
-                    assert proc.poll() is None, f"postgres exited during startup:\n{tail}"
-                    assert time.monotonic() < deadline, f"postgres not ready after 20 s:\n{tail}"
-                    time.sleep(0.1)
-            yield f"postgresql+psycopg2://hokusai@127.0.0.1:{port}/postgres"
-        finally:
-            _stop_group(proc)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with postgres_server() as pg:
+            yield pg.url()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_service_on_postgresql(postgres_url: str, admin_token: str) -> None:

@@ -32,6 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,7 @@ def launch_stack(
     Prefer :func:`start_stack`, which stops it for you. Parameters are those of ``start_stack``.
     """
     fault_names = check_faults(list(faults))
+    backend_store_uri, keystore_url = pg_driver_url(backend_store_uri), pg_driver_url(keystore_url)
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
     started = time.monotonic()
@@ -361,6 +363,20 @@ def start_stack(
 
 
 # -- helpers --------------------------------------------------------------------------------
+def pg_driver_url(url: str | None) -> str | None:
+    """``postgresql://...`` -> ``postgresql+psycopg2://...`` when psycopg2 is installed and psycopg
+    (3) is not; any other URL unchanged.
+
+    SQLAlchemy 2.1 maps the bare ``postgresql`` scheme to psycopg 3, while the ``postgres`` extra
+    (and most environments) provide psycopg2: without this the bare scheme fails at MLflow's start
+    with ``No module named 'psycopg'``.
+    """
+    bare = "postgresql://"
+    if url and url.startswith(bare) and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len(bare):]
+    return url
+
+
 def _start_service(name: str, config: AuthServiceConfig | ApiServiceConfig, root: Path,
                    log_name: str) -> ManagedProcess:
     env = minimal_env({CONFIG_ENV: dump_service_config(config), PARENT_PID_ENV: str(os.getpid())})
