@@ -35,7 +35,7 @@ DEFAULT_ARTIFACTS_DIR = "test-artifacts"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BROWSER_TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.timeout(ls.SUBPROCESS_TIMEOUT_S * 2)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(ls.SUBPROCESS_TIMEOUT_S * 2)]
 
 
 def _skip_without_browser() -> None:

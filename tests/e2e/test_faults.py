@@ -74,6 +74,7 @@ def test_fault_is_diagnosed(run_live, e2e_stack, name):
         assert "test_edge.py::test_revoked_key_is_rejected" in run.failed, run.explain()
 
 
+@pytest.mark.slow
 def test_healthy_stack_gives_no_findings_five_runs_in_a_row(run_live):
     for attempt in range(1, HEALTHY_RUNS + 1):
         run = run_live(*FAST_SELECTION)

@@ -125,6 +125,7 @@ json_report.write_json_report = _spy
 '''
 
 
+@pytest.mark.slow
 def test_xdist_run_gives_the_same_outcome_and_one_report(run_live, pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(hokusai_e2e_spy=SPY_PLUGIN)

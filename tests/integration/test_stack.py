@@ -337,6 +337,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           text=True, env=env, timeout=60)
 
 
+@pytest.mark.slow
 def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
     data_dir = tmp_path / "data"

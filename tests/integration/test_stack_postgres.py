@@ -59,6 +59,10 @@ def _server_or_skip(**kwargs: Any) -> Iterator[PostgresServer]:
         pytest.skip(str(exc))
 
 
+
+# Starts a PostgreSQL server and a stack on it (~35 s): CI runs it with -m slow.
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server with databases ``mlflow`` and ``keys``; after it stops, no
