@@ -14,8 +14,6 @@ import re
 import secrets
 import socket
 import sqlite3
-import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from pytest_hokusai.stack.auth_service import HTML_503, WRITE_SCOPES, create_app
 from pytest_hokusai.stack.config import STACK_TOKEN_HEADER, AuthServiceConfig
 from pytest_hokusai.stack.keystore import KeyStore
 from tests.support.postgres import PostgresUnavailable, postgres_server
+from tests.support.threadserver import serve_app
 
 with warnings.catch_warnings():
     # starlette 1.x deprecates its httpx-based TestClient at import (wants httpx2); not ours to fix.
@@ -640,34 +639,9 @@ def test_logs_hold_no_raw_key(client: TestClient, admin: dict[str, str], caplog:
 # -- through a real server -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def serve(app: Any, deadline_s: float = 10.0) -> Iterator[str]:
+def serve(app: Any) -> Any:
     """Run ``app`` under uvicorn in a thread on a free loopback port; always stop it."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, log_level="warning",
-                                           lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + deadline_s
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited during startup"
-            assert time.monotonic() < deadline, f"uvicorn not ready after {deadline_s} s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(deadline_s)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(deadline_s)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
+    return serve_app(app)
 
 
 def test_real_server_round_trip(db_path: Path, admin_token: str) -> None:
