@@ -52,9 +52,16 @@ def _selects_live(config: pytest.Config) -> bool:
 
 def _progress_writer(config: pytest.Config) -> Any:
     # Looked up at each call: the terminal reporter registers after our tryfirst pytest_configure.
+    # The stack starts inside a fixture, while pytest captures fd 1: suspend capturing to show it.
     def write(line: str) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
+        if reporter is None:
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if capture is None:
+            reporter.write_line(f"hokusai: {line}")
+            return
+        with capture.global_and_fixture_disabled():
             reporter.write_line(f"hokusai: {line}")
 
     return write
