@@ -51,6 +51,11 @@ def _is_diagnostic(exchange: Exchange) -> bool:
     return not label.startswith(("probe:", "check:discovery:"))
 
 
+def _selects_live(config: pytest.Config) -> bool:
+    markexpr = str(config.getoption("markexpr", "") or "")
+    return "live" in markexpr and "not live" not in markexpr
+
+
 def _mlflow_version_problem() -> str | None:
     from importlib import metadata
 
@@ -147,8 +152,13 @@ class HokusaiReporting:
 
     # -- start the local stack on the controller when running distributed ----------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if self.distributed and self.run.local is not None:
+        if self.run.local is None or self.is_worker:
+            return
+        if self.distributed:
             self.run.local.ensure()
+        elif _selects_live(self.config):
+            # `-m live` on the local target: start the stack while pytest collects and imports.
+            self.run.local.start_in_background()
 
     # -- warnings: the "warnings summary" prints messages raw ------------------------------
     @pytest.hookimpl(tryfirst=True)

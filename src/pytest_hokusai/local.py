@@ -85,6 +85,8 @@ class LocalTarget:
         self._stack: Any = None
         self._error: BaseException | None = None
         self._faults = faults
+        self._thread: threading.Thread | None = None
+        self._pending: list[str] = []
 
     @property
     def started_here(self) -> bool:
@@ -95,9 +97,41 @@ class LocalTarget:
         """The launcher's Stack object when this process started it, else None."""
         return self._stack
 
+    def start_in_background(self) -> None:
+        """Begin starting the stack in a thread, so it overlaps collection and imports.
+
+        :meth:`ensure` then waits for it (and re-raises its failure). Progress lines from the
+        thread are held and printed by the main thread.
+        """
+        if self._info is not None or self._thread is not None:
+            return
+
+        def run() -> None:
+            try:
+                self.ensure()
+            except BaseException:  # noqa: BLE001 - kept in self._error, re-raised by ensure()
+                pass
+
+        self._thread = threading.Thread(target=run, name="hokusai-local-stack", daemon=True)
+        self._thread.start()
+
+    def _say(self, line: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            if self._progress is not None:
+                self._progress(line)
+        else:
+            self._pending.append(line)
+
+    def _flush(self) -> None:
+        lines, self._pending = self._pending, []
+        if self._progress is not None and threading.current_thread() is threading.main_thread():
+            for line in lines:
+                self._progress(line)
+
     def ensure(self) -> LocalTargetInfo:
         """Start the stack and mint keys on first use; re-raise the first failure afterwards."""
         with self._lock:
+            self._flush()
             if self._info is not None:
                 return self._info
             if self._error is not None:
@@ -113,7 +147,7 @@ class LocalTarget:
     def _start(self) -> LocalTargetInfo:
         from .stack import start_stack  # heavy part loads only now
 
-        context = start_stack(faults=self._faults, progress=self._progress)
+        context = start_stack(faults=self._faults, progress=self._say)
         self._context = context
         stack = context.__enter__()
         self._stack = stack
@@ -133,6 +167,8 @@ class LocalTarget:
         )
 
     def stop(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()  # a start in progress finishes (or fails) before we stop it
         context, self._context = self._context, None
         self._stack = None
         if context is not None:

@@ -45,11 +45,6 @@ def get_run(config: pytest.Config) -> HokusaiRun:
     return run
 
 
-def _selects_live(config: pytest.Config) -> bool:
-    markexpr = str(config.getoption("markexpr", "") or "")
-    return "live" in markexpr and "not live" not in markexpr
-
-
 def _progress_writer(config: pytest.Config) -> Any:
     # Looked up at each call: the terminal reporter registers after our tryfirst pytest_configure.
     # The stack starts inside a fixture, while pytest captures fd 1: suspend capturing to show it.
@@ -102,6 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(HokusaiXdist(run), "hokusai-xdist")
 
     # A deploy gate must never pass by skipping: `-m live` against remote without a key is a usage error.
+    from .hooks_impl import _selects_live
+
     if workerinput is None and not settings.is_local and keys.primary is None and _selects_live(config):
         run.state.target = run.target_block()
         from .hooks_impl import write_key_missing_reports
