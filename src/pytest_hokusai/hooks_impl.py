@@ -156,7 +156,7 @@ class HokusaiReporting:
             return
         if self.distributed:
             self.run.local.ensure()
-        elif _selects_live(self.config):
+        elif _selects_live(self.config) and not self.config.option.collectonly:
             # `-m live` on the local target: start the stack while pytest collects and imports.
             self.run.local.start_in_background()
 
