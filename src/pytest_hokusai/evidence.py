@@ -147,10 +147,6 @@ class Recorder:
         with self._lock:
             return [e for e in self._items if e.nodeid == nodeid]
 
-    def with_label(self, prefix: str) -> list[Exchange]:
-        with self._lock:
-            return [e for e in self._items if e.label and e.label.startswith(prefix)]
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

@@ -89,13 +89,9 @@ class LocalTarget:
         self._pending: list[str] = []
 
     @property
-    def started_here(self) -> bool:
-        return self._stack is not None
-
-    @property
-    def stack(self) -> Any:
-        """The launcher's Stack object when this process started it, else None."""
-        return self._stack
+    def info(self) -> LocalTargetInfo | None:
+        """The running stack's URLs and keys, or None while it has not started (never starts it)."""
+        return self._info
 
     def start_in_background(self) -> None:
         """Begin starting the stack in a thread, so it overlaps collection and imports.

@@ -13,7 +13,6 @@ from typing import Any
 
 from .errors import StackError
 from .local import WORKERINPUT_KEY, LocalTarget, LocalTargetInfo
-from .secret import Secret
 from .settings import HokusaiKeys, HokusaiSettings
 from .state import RunState
 
@@ -67,10 +66,6 @@ class HokusaiRun:
     def local_info(self) -> LocalTargetInfo | None:
         return self.local.ensure() if self.local is not None else None
 
-    @property
-    def local_started(self) -> bool:
-        return self.local is not None and (self.local.started_here or self.local._info is not None)
-
     def settings(self) -> HokusaiSettings:
         info = self.local_info()
         return info.apply(self.base_settings) if info else self.base_settings
@@ -79,16 +74,11 @@ class HokusaiRun:
         info = self.local_info()
         return info.keys if info else self.base_keys
 
-    def primary_key(self) -> Secret | None:
-        return self.keys().primary
-
     def target_block(self) -> dict[str, Any]:
         """The JSON report's ``target`` object (masked key, versions); never starts the stack."""
-        settings = self.base_settings
-        keys = self.base_keys
-        if self.local is not None and self.local._info is not None:
-            settings = self.local._info.apply(settings)
-            keys = self.local._info.keys
+        settings = self.settings_if_known() or self.base_settings
+        info = self.local.info if self.local is not None else None
+        keys = info.keys if info is not None else self.base_keys
         versions = environment_versions()
         return {
             "mode": settings.target,
@@ -107,7 +97,8 @@ class HokusaiRun:
         """Effective settings without starting anything (None when the stack never started)."""
         if self.local is None:
             return self.base_settings
-        return self.local._info.apply(self.base_settings) if self.local._info is not None else None
+        info = self.local.info
+        return info.apply(self.base_settings) if info is not None else None
 
     # -- measurements made by checks ----------------------------------------------------------
     def measure(self, name: str, value: float, *, nodeid: str | None = None) -> None:
@@ -129,7 +120,7 @@ class HokusaiRun:
             from .http import HokusaiSession
 
             settings = self.settings_if_known() or self.base_settings
-            keys = self.keys() if (self.local is None or self.local._info is not None) else self.base_keys
+            keys = self.keys() if (self.local is None or self.local.info is not None) else self.base_keys
 
             def session_factory(**kwargs: Any) -> HokusaiSession:
                 kwargs.setdefault("recorder", self.state.recorder)

@@ -20,6 +20,7 @@ from .errors import KeyFormatError
 __all__ = [
     "KEY_PATTERN",
     "KEY_PREFIXES",
+    "KEY_SHAPED",
     "Secret",
     "mask",
     "redact",
@@ -31,7 +32,8 @@ KEY_PREFIXES = ("hk_live_", "hk_test_", "hk_dev_")
 #: (contract section 3, "Key formats"). Anything outside that is reported as KEY_MALFORMED.
 KEY_PATTERN = re.compile(r"^hk_(live|test|dev)_([A-Za-z0-9]{32,40})$")
 _ELLIPSIS = "\u2026"
-_KEY_SHAPED = re.compile(r"hk_(?:live|test|dev)_[A-Za-z0-9]{16,}")
+#: Anything shaped like a Hokusai key (prefix + 16 or more alphanumerics), known to this process or not.
+KEY_SHAPED = re.compile(r"hk_(?:live|test|dev)_[A-Za-z0-9]{16,}")
 
 _registry_lock = threading.Lock()
 _registry: dict[str, str] = {}  # secret part -> masked form
@@ -76,7 +78,7 @@ def redact(text: str) -> str:
         return text
     # Anything shaped like a key is masked whole first (even a key this process never saw), so a
     # registered secret part can never leave half a key behind.
-    text = _KEY_SHAPED.sub(lambda m: mask(m.group(0)), text)
+    text = KEY_SHAPED.sub(lambda m: mask(m.group(0)), text)
     with _registry_lock:
         items = sorted(_registry.items(), key=lambda kv: len(kv[0]), reverse=True)
     for raw, masked in items:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .evidence import Exchange, Recorder
@@ -136,10 +136,6 @@ class RunState:
             return "fail"
         return "pass" if any(c.outcome == "passed" for c in live) else "fail"
 
-    @property
-    def primary(self) -> Finding | None:
-        return next((f for f in self.findings if f.primary), None)
-
     def exchanges(self) -> list[Exchange]:
         return self.recorder.all()
 
@@ -156,6 +152,3 @@ class RunState:
             if name not in block:
                 block[name] = series.summary()
         return block
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ..secret import mask, redact
+from ..secret import KEY_SHAPED, redact
 
 __all__ = ["KEY_LIKE", "scrub", "scrub_obj"]
 
-#: Anything shaped like a Hokusai key, known to this process or not.
-KEY_LIKE = re.compile(r"hk_(?:live|test|dev)_[A-Za-z0-9]{16,}")
+#: Anything shaped like a Hokusai key (the pattern :func:`~pytest_hokusai.secret.redact` masks).
+KEY_LIKE = KEY_SHAPED
 
 
 def scrub(text: str) -> str:
@@ -20,9 +19,7 @@ def scrub(text: str) -> str:
     >>> scrub("key=" + "hk_test_" + "Z" * 30 + "abcd")
     'key=hk_test_…abcd'
     """
-    if not text:
-        return text
-    return KEY_LIKE.sub(lambda m: mask(m.group(0)), redact(text))
+    return redact(text)
 
 
 def scrub_obj(value: Any) -> Any:
