@@ -113,14 +113,12 @@ class _SinkHandler(http.server.BaseHTTPRequestHandler):
                 left -= len(data)
                 total += len(data)
         self.received.append(total)
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._empty_json()
 
     def do_GET(self) -> None:
+        self._empty_json()
+
+    def _empty_json(self) -> None:
         body = b"{}"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
