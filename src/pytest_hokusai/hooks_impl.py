@@ -132,6 +132,7 @@ class HokusaiReporting:
         self.distributed = not self.is_worker and bool(getattr(config.option, "numprocesses", None))
         self.live_selected = False
         self.worker_facts: dict[str, Any] = {}  #: facts found by checks on xdist workers
+        self.handoff: Any = None  #: handoff.HandoffOutcome once the run's hand-off is done
 
     # -- collection ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -296,6 +297,7 @@ class HokusaiReporting:
                 )]
         if self.live_selected or live:
             _write_reports(self.run, self.run.settings_if_known() or self.run.base_settings)
+            self.handoff = _run_handoff(self.run, self.run.settings_if_known() or self.run.base_settings)
         self.run.stop()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -314,6 +316,7 @@ class HokusaiReporting:
         for finding in state.findings:
             head = "ROOT CAUSE" if finding.primary else "also"
             tr.write_line(f"{head}: {finding.code} [{finding.category}] {finding.summary}")
+            tr.write_line(f"    owner: {_owner_of(finding.code)}")
             for line in finding.evidence[:6]:
                 tr.write_line(f"    evidence: {line}")
             if finding.remediation:
@@ -335,6 +338,31 @@ class HokusaiReporting:
         for label, path in (("json", settings.report_json), ("markdown", settings.report_md)):
             if path is not None:
                 tr.write_line(f"hokusai {label} report: {path}")
+        _print_handoff(tr, self.handoff)
+
+
+def _run_handoff(run: HokusaiRun, settings: HokusaiSettings) -> Any:
+    """Issue reports, GitHub summary and annotations, notification (never raises)."""
+    from .handoff import run_handoff
+
+    return run_handoff(run, settings)
+
+
+def _print_handoff(tr: Any, outcome: Any) -> None:
+    if outcome is None:
+        return
+    for line in outcome.lines:
+        tr.write_line(line)
+    for line in outcome.warnings:
+        tr.write_line(f"hokusai warning: {line}", yellow=True)
+    for line in outcome.annotations:  # workflow commands: raw lines that start with "::"
+        tr.write_line(line)
+
+
+def _owner_of(code: str) -> str:
+    from .diagnosis.catalog import owner_of
+
+    return owner_of(code)
 
 
 def _short_message(report: pytest.TestReport) -> str:

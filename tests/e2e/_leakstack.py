@@ -130,7 +130,7 @@ def session_write_key(request: pytest.FixtureRequest, stack: Stack) -> Secret:
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing from the developer's shell reaches the run: no HOKUSAI_*/MLFLOW_TRACKING_* variables."""
     for name in list(os.environ):
-        if name.startswith(("HOKUSAI_", "MLFLOW_TRACKING_")) or name == "PYTEST_ADDOPTS":
+        if name.startswith(("HOKUSAI_", "MLFLOW_TRACKING_", "GITHUB_")) or name == "PYTEST_ADDOPTS":
             monkeypatch.delenv(name, raising=False)
 
 

@@ -61,6 +61,8 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 def _finding(lines: list[str], finding: Mapping[str, Any], heading: str) -> None:
     lines.append(f"{heading} `{finding.get('code', '?')}` ({finding.get('category', 'other')})")
     lines.append("")
+    if finding.get("owner"):
+        lines += [f"**Owner:** `{finding['owner']}`", ""]
     if finding.get("summary"):
         lines += [" ".join(str(finding["summary"]).split()), ""]
     evidence = list(finding.get("evidence") or [])
