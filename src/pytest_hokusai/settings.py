@@ -150,9 +150,9 @@ def _parse_notify_url(raw: str) -> SecretUrl:
         parts = urlsplit(value)
         host = parts.hostname
     except ValueError:
-        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/...") from None
+        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/T000/B000/XXXX") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/...")
+        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/T000/B000/XXXX")
     if parts.scheme == "http" and not is_loopback_host(host):
         raise ValueError(f"uses plain http:// for the non-loopback host {host!r}, which would send the webhook's "
                          "secret unencrypted; use https://")

@@ -91,7 +91,8 @@ def assert_schema(report: dict[str, Any]) -> None:
     assert report["verdict"] in ("pass", "fail")
     assert tuple(report["target"])[: len(TARGET_KEYS)] == TARGET_KEYS
     for diag in report["diagnoses"]:
-        assert set(diag) == {"code", "category", "primary", "summary", "evidence", "remediation"}
+        # the documented keys; later additions (accepted) may follow
+        assert {"code", "category", "primary", "summary", "evidence", "remediation", "owner"} <= set(diag)
         assert isinstance(diag["primary"], bool) and isinstance(diag["evidence"], list)
     for check in report["checks"]:
         assert set(check) == {"nodeid", "outcome", "duration_s", "markers", "diagnosis"}

@@ -198,7 +198,8 @@ def mlflow_for(exchange: Exchange | None, tracking_uri: str, key_vars: Mapping[s
     else:
         call = _CLIENT_CALLS.get((method, endpoint.split("/api/2.0/mlflow/", 1)[-1]))
     if call is not None:
-        return "\n".join(["import os", "import time", "", "from mlflow import MlflowClient", "", token_line, retries,
+        imports = ["import os", "import time"] if "time." in call else ["import os"]
+        return "\n".join([*imports, "", "from mlflow import MlflowClient", "", token_line, retries,
                           f"client = MlflowClient(tracking_uri={tracking_uri!r})", call])
     body = exchange.request_body if exchange is not None else None
     json_arg = ""
