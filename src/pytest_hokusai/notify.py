@@ -140,7 +140,8 @@ def send_notification(url: SecretUrl, message: Mapping[str, Any], *, attempt_tim
                 _post_once(url.reveal(), body, min(attempt_timeout, left))
             except Exception as exc:  # noqa: BLE001 - every failure is reported, none raised
                 outcome["problem"] = _why(exc)
-                time.sleep(min(RETRY_PAUSE_S, max(0.0, deadline_s - (time.monotonic() - started))))
+                if attempt + 1 < attempts:
+                    time.sleep(min(RETRY_PAUSE_S, max(0.0, deadline_s - (time.monotonic() - started))))
                 continue
             outcome["ok"] = True
             outcome["problem"] = ""
