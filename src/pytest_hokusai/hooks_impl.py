@@ -84,6 +84,8 @@ def write_key_missing_reports(run: HokusaiRun, settings: HokusaiSettings) -> Non
                                   evidence=["HOKUSAI_API_KEY is unset and no --hokusai-api-key-file was given"],
                                   remediation=rule.fix)]
     _write_reports(run, settings)
+    # no terminal summary follows a usage error: the hand-off's lines go straight to stdout
+    _print_handoff(_StdoutWriter(), _run_handoff(run, settings))
 
 
 def _write_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
@@ -346,6 +348,11 @@ def _run_handoff(run: HokusaiRun, settings: HokusaiSettings) -> Any:
     from .handoff import run_handoff
 
     return run_handoff(run, settings)
+
+
+class _StdoutWriter:
+    def write_line(self, line: str, **markup: Any) -> None:
+        print(line, flush=True)
 
 
 def _print_handoff(tr: Any, outcome: Any) -> None:

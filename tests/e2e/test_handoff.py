@@ -127,6 +127,7 @@ def test_issue_reports_reproduce_the_failure(run_live: Any, e2e_keys: Any, tmp_p
     assert primary["code"] == code, run.explain()
     assert primary["owner"] == HANDOFF_FAULTS[fault] == OWNERS[code]
     assert all(d["owner"] == OWNERS[d["code"]] for d in run.report["diagnoses"])
+    assert f"ROOT CAUSE: {code} " in run.output and f"    owner: {OWNERS[code]}" in run.output
 
     # one report per finding, primary first, each naming its owner
     files = sorted(issues_dir.iterdir())
@@ -235,3 +236,20 @@ def test_xdist_run_sends_one_notification(run_live: Any, tmp_path: Path) -> None
     assert min(p.name for p in issues_dir.iterdir()) == "01-SERVICE_ID_REJECTED.md"
     text = (issues_dir / "01-SERVICE_ID_REJECTED.md").read_text(encoding="utf-8")
     assert "# 1. the failing request" in text, "workers' exchanges reach the controller's reports"
+
+
+def test_missing_key_is_handed_off_too(run_live: Any, tmp_path: Path) -> None:
+    """`-m live` with no key stops with a usage error before any check; the gate's hand-off still
+    happens: annotation, job summary, notification and an issue report for KEY_MISSING (owner client)."""
+    summary = tmp_path / "summary.md"
+    issues_dir = tmp_path / "issues"
+    with serve_webhook("ok") as hook:
+        run = run_live(f"--hokusai-report-issues={issues_dir}", f"--hokusai-notify-url={hook.url}", use_stack=False,
+                       env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
+        received = list(hook.received)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
+    assert run.report is not None and run.primary["code"] == "KEY_MISSING" and run.primary["owner"] == "client"
+    assert any(line.startswith("::error title=KEY_MISSING::") for line in run.result.outlines), run.output
+    assert "`KEY_MISSING`" in summary.read_text(encoding="utf-8")
+    assert len(received) == 1 and received[0].json()["hokusai"]["root_cause"]["code"] == "KEY_MISSING"
+    assert [p.name for p in issues_dir.iterdir()] == ["01-KEY_MISSING.md"]

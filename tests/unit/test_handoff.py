@@ -25,6 +25,7 @@ from pytest_hokusai.evidence import Exchange, request_body_shape
 from pytest_hokusai.notify import build_message
 from pytest_hokusai.report import build_json_report, render_markdown
 from pytest_hokusai.report.github import append_step_summary, escape_data, escape_property, workflow_commands
+from pytest_hokusai.report.html import summary_html
 from pytest_hokusai.report.issues import ISSUE_FILE, expected_for, render_issues, write_issues
 from pytest_hokusai.report.repro import UNKNOWN_KEY_VAR, answer_of, curl_for, detail_of, mlflow_for
 from pytest_hokusai.secret import Secret, SecretUrl, mask_url, redact
@@ -92,6 +93,8 @@ def test_json_and_markdown_name_the_owner() -> None:
         ("SERVICE_ID_REJECTED", "api-service"), ("ARTIFACTS_DISABLED", "mlflow")]
     text = render_markdown(report, generated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     assert "**Owner:** `api-service`" in text and "**Owner:** `mlflow`" in text
+    html = summary_html(report)
+    assert '<b>Owner:</b> <code>api-service</code>' in html and "<i>Owner:</i> <code>mlflow</code>" in html
 
 
 # -- request body shape -------------------------------------------------------------------------
