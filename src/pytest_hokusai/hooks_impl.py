@@ -299,7 +299,8 @@ class HokusaiReporting:
                 )]
         if self.live_selected or live:
             _write_reports(self.run, self.run.settings_if_known() or self.run.base_settings)
-            self.handoff = _run_handoff(self.run, self.run.settings_if_known() or self.run.base_settings)
+            if not self.config.option.collectonly:  # nothing ran: nobody to tell, nothing to file
+                self.handoff = _run_handoff(self.run, self.run.settings_if_known() or self.run.base_settings)
         self.run.stop()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

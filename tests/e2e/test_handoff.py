@@ -253,3 +253,16 @@ def test_missing_key_is_handed_off_too(run_live: Any, tmp_path: Path) -> None:
     assert "`KEY_MISSING`" in summary.read_text(encoding="utf-8")
     assert len(received) == 1 and received[0].json()["hokusai"]["root_cause"]["code"] == "KEY_MISSING"
     assert [p.name for p in issues_dir.iterdir()] == ["01-KEY_MISSING.md"]
+
+
+def test_collect_only_hands_nothing_off(run_live: Any, tmp_path: Path) -> None:
+    """`--collect-only -m live` runs no check: no notification, no annotation, no issue report."""
+    issues_dir = tmp_path / "issues"
+    with serve_webhook("ok") as hook:
+        run = run_live("--collect-only", f"--hokusai-report-issues={issues_dir}", f"--hokusai-notify-url={hook.url}",
+                       use_stack=False, api_url=closed_port_url(), auth_url=closed_port_url(), expect_report=False,
+                       env={"HOKUSAI_API_KEY": ls.random_key().reveal(), "GITHUB_ACTIONS": "true"})
+        received = list(hook.received)
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert received == [] and not issues_dir.exists()
+    assert not [line for line in run.result.outlines if line.startswith("::")]
