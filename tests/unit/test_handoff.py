@@ -234,6 +234,8 @@ def test_issue_reports_are_ready_to_file(key: Secret) -> None:
     assert text.startswith("# SERVICE_ID_REJECTED on registry.example.test: ")
     assert "| Owner | `api-service`" in text and "pytest-hokusai 9.9" in text and "| mlflow | 3.9.0 |" in text
     assert IMPACTS["SERVICE_ID_REJECTED"] in text
+    assert "| Same run | 02-REVOCATION_DELAYED.md |" in text
+    assert "| Same run | 01-SERVICE_ID_REJECTED.md (root cause) |" in issues[1].text
     assert "First seen in this run (2026-07-01T12:00:00Z)" in text
     curl_lines = [line for line in text.splitlines() if line.startswith("curl ")]
     assert len(curl_lines) == 2 and SEARCH in curl_lines[0], "the failing request (third-party path) comes first"

@@ -263,6 +263,7 @@ def render_issues(
     stamp = moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     diagnoses = sorted((d for d in report.get("diagnoses") or [] if isinstance(d, Mapping)),
                        key=lambda d: not d.get("primary"))
+    names = [f"{i:02d}-{d.get('code') or 'UNEXPECTED_RESPONSE'}.md" for i, d in enumerate(diagnoses, 1)]
     out: list[IssueReport] = []
     for index, finding in enumerate(diagnoses, 1):
         code = str(finding.get("code") or "UNEXPECTED_RESPONSE")
@@ -285,7 +286,10 @@ def render_issues(
             (f"| Deployment | API {cell(target.get('api_url'))}, auth {cell(target.get('auth_url'))}, tracking URI "
             f"{cell(target.get('tracking_uri'))} |"),
             f"| Key used | {cell(target.get('key'))} (masked) |",
-            f"| Reported | {stamp} by pytest-hokusai {plugin_version} |", "",
+            f"| Reported | {stamp} by pytest-hokusai {plugin_version} |",
+            *([f"| Same run | {cell(', '.join(n + (' (root cause)' if i == 0 else '') for i, n in enumerate(names) if i != index - 1))} |"]
+              if len(names) > 1 else []),
+            "",
             "## Impact on third parties", "", impact_of(code, str(finding.get("category") or "")), "",
             "## Since when", "", *_since(code, report, baseline, baseline_path, stamp), "",
         ]
