@@ -46,9 +46,10 @@ def _exchange_timings(exchanges: list[Exchange], settings: HokusaiSettings | Non
 
 def _is_diagnostic(exchange: Exchange) -> bool:
     """Exchanges the rules may read: not the triage's own probes (already in the evidence) and not
-    the discovery matrix, whose era-dependent 404s are recorded as information only."""
+    the discovery matrix, whose era-dependent 404s are recorded as information only, and not the
+    failures a check provoked on purpose (``check:provoked:``)."""
     label = exchange.label or ""
-    return not label.startswith(("probe:", "check:discovery:"))
+    return not label.startswith(("probe:", "check:discovery:", "check:provoked:"))
 
 
 def _selects_live(config: pytest.Config) -> bool:

@@ -57,6 +57,9 @@ DESIGN_CODES = {
     "AUTH_BYPASS": "security", "REVOCATION_DELAYED": "security",
     "CLIENT_TOKEN_LOST": "client", "LATENCY_BUDGET_EXCEEDED": "other", "UNEXPECTED_RESPONSE": "other",
 }
+#: Added by issue 11 (the SDK), after the table's original codes.
+DESIGN_CODES |= {"SDK_EVENT_ROUTE_MISSING": "deployment", "SDK_EVENT_REJECTED": "deployment",
+                 "SDK_STEP_FAILED": "client"}
 
 
 # -- building evidence --------------------------------------------------------------------------
@@ -376,6 +379,94 @@ SCENARIOS: dict[str, Callable[[], TriageEvidence]] = {
     "CLIENT_TOKEN_LOST": s_client_token_lost, "LATENCY_BUDGET_EXCEEDED": s_latency,
     "UNEXPECTED_RESPONSE": s_unexpected,
 }
+
+
+# -- the SDK (issue 11): the stock client registers, the SDK does not ------------------------------
+EVENTS = API + "/api/models/tokenized-registration-events"
+
+
+def sdk_event(status: int | None, body: Any = None, **kw: Any) -> Exchange:
+    return x("POST", EVENTS, status, body, auth=BEARER, label="sdk:registration-event", **kw)
+
+
+def s_sdk_event_route_missing() -> TriageEvidence:  # F28: an API build without the route
+    e = healthy()
+    e.add_exchanges([sdk_event(404, {"detail": "Not Found"})])
+    return e
+
+
+def s_sdk_event_rejected() -> TriageEvidence:  # F28: the hook failed
+    e = healthy()
+    e.add_exchanges([sdk_event(502, {"detail": "Failed to emit model registration event"})])
+    return e
+
+
+def s_sdk_step_failed() -> TriageEvidence:
+    e = healthy()
+    e.add_fact("sdk_failures", [{"step": "ModelRegistry()", "nodeid": "checks/test_sdk.py::t",
+                                 "error": "ValueError: Authentication failed: HOKUSAI_API_KEY is required."}])
+    return e
+
+
+SCENARIOS |= {"SDK_EVENT_ROUTE_MISSING": s_sdk_event_route_missing, "SDK_EVENT_REJECTED": s_sdk_event_rejected,
+              "SDK_STEP_FAILED": s_sdk_step_failed}
+
+
+def test_sdk_event_failures_name_the_step_and_the_answer() -> None:
+    missing = primary(diagnose(s_sdk_event_route_missing()))
+    assert missing.code == "SDK_EVENT_ROUTE_MISSING"
+    assert "registration event POST /api/models/tokenized-registration-events got 404" in missing.summary
+    assert "HOKUSAI_API_ENDPOINT=" + API + "/api" in missing.remediation
+    hook = primary(diagnose(s_sdk_event_rejected()))
+    assert hook.code == "SDK_EVENT_REJECTED" and "Failed to emit model registration event" in hook.summary
+    assert "hook" in hook.remediation
+    for status, body, said_part, fix_part in (
+            (403, {"detail": "Insufficient permissions for model registration events"}, "no write scope",
+             "write scope"),
+            (422, {"detail": [{"loc": ["body", "mlflow_run_id"], "msg": "must be a non-empty string"}]},
+             "rejects the payload", "runs:/")):
+        e = healthy()
+        e.add_exchanges([sdk_event(status, body)])
+        found = primary(diagnose(e))
+        assert found.code == "SDK_EVENT_REJECTED" and said_part in found.summary, found
+        assert fix_part in found.remediation, found
+    # a 429 on the event is the key's rate limit, not the SDK's
+    e = healthy()
+    e.add_exchanges([sdk_event(429, {"detail": "Rate limit exceeded"}, headers={"Retry-After": "60"})])
+    assert primary(diagnose(e)).code == "RATE_LIMITED"
+
+
+def test_sdk_codes_rank_below_platform_codes() -> None:
+    """When the stock client fails too, the platform's code is the root cause, the SDK's only a consequence."""
+    e = s_registry_admin()
+    e.add_exchanges([sdk_event(404, {"detail": "Not Found"})])
+    e.add_fact("sdk_failures", [{"step": "register_tokenized_model (MLflow steps)", "error": "RegistryException: x"}])
+    codes = [f.code for f in diagnose(e)]
+    assert codes[0] == "REGISTRY_ADMIN_REQUIRED" and "SDK_EVENT_ROUTE_MISSING" in codes
+    assert "SDK_STEP_FAILED" not in codes, "the stock client does not register: the SDK step is no finding of its own"
+    step = primary(diagnose(s_sdk_step_failed()))
+    assert step.code == "SDK_STEP_FAILED" and "ModelRegistry()" in step.summary
+    assert "HOKUSAI_API_KEY is required" in step.summary
+
+
+def test_sdk_fallback_that_moved_the_client_is_client_token_lost() -> None:
+    """F15: the token gone and the client moved to localhost:5001, whether or not a request got a 401."""
+    e = healthy()
+    e.add_fact(ev.FACT_TRACKING_TOKEN_PRESENT, False)
+    e.add_fact(ev.FACT_TRACKING_URI_MOVED_TO, "http://localhost:5001")
+    found = primary(diagnose(e))
+    assert found.code == "CLIENT_TOKEN_LOST" and "http://localhost:5001" in found.summary
+    assert "fact: the MLflow client's tracking URI moved to http://localhost:5001" in found.evidence
+    e = s_client_token_lost()
+    e.add_fact(ev.FACT_TRACKING_URI_MOVED_TO, "http://localhost:5001")
+    found = primary(diagnose(e))
+    assert found.code == "CLIENT_TOKEN_LOST" and "without a key" in found.summary
+    assert any("moved to http://localhost:5001" in line for line in found.evidence)
+    # the token kept: a moved URI alone is no lost token
+    e = healthy()
+    e.add_fact(ev.FACT_TRACKING_TOKEN_PRESENT, True)
+    e.add_fact(ev.FACT_TRACKING_URI_MOVED_TO, "http://localhost:5001")
+    assert diagnose(e) == []
 
 
 def primary(findings: list[Finding]) -> Finding:

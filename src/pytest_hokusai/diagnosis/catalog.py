@@ -268,6 +268,46 @@ TEXTS: dict[str, RuleText] = {
         "Read the evidence (status, content type, body excerpt) and the failing checks' transcripts, "
         "compare them with the failure catalogue, and report the case so that a rule can be added.",
         "F25, F26, F27, F28"),
+    # The SDK codes (issue 11): the stock MLflow client registers, the hokusai SDK does not.
+    "SDK_EVENT_ROUTE_MISSING": RuleText(
+        "deployment", "The API does not serve the SDK's registration event",
+        "The SDK's MLflow steps pass (the model version exists with the SDK's tags), then POST "
+        "{api}/api/models/tokenized-registration-events answers 404 (or 405): register_tokenized_model and "
+        "`hokusai model register` raise NotificationError 'Model registration succeeded in MLflow, but "
+        "notifying the Hokusai site failed with HTTP 404'.",
+        "The running API build predates the route (the models router with tokenized-registration-events, "
+        "2026-04), the balancer does not send /api/models/* to the API service, or the SDK posts to another "
+        "host: it uses HOKUSAI_API_ENDPOINT, else HOKUSAI_API_URL, else https://api.hokus.ai.",
+        "Deploy an API build that mounts the models router at /api/models (and /models) and route /api/models/* "
+        "to the API service; where the SDK runs, set HOKUSAI_API_ENDPOINT to {api}/api.",
+        "F28"),
+    "SDK_EVENT_REJECTED": RuleText(
+        "deployment", "The API refuses the SDK's registration event",
+        "The SDK's MLflow steps pass, then the tokenized-registration event is refused: 403 'Insufficient "
+        "permissions for model registration events', 422 (the payload, e.g. a null mlflow_run_id), or 502 "
+        "'Failed to emit model registration event'; the SDK raises NotificationError and the site keeps the "
+        "model as a draft.",
+        "403: the key has no write scope (model:write, mlflow:write, write, ...). 422: the SDK and the API "
+        "disagree on the payload (the SDK sends mlflow_run_id only for a runs:/ model URI; the API requires "
+        "it). 502: the API's registration hook (its webhook or queue) failed.",
+        "403: give the key a write scope. 422: register a runs:/<run_id>/<path> model URI and keep the SDK and "
+        "the API at matching commits. 502: read the API service's log ('Tokenized registration hook failed') "
+        "and fix the hook's dependency.",
+        "F28"),
+    "SDK_STEP_FAILED": RuleText(
+        "client", "An SDK step fails where the stock client works",
+        "The stock MLflow client registers (the triage's registered-model create passes), but an SDK step "
+        "raises: ModelRegistry(), the MLflow steps of register_tokenized_model, or `hokusai model register`; "
+        "the finding names the step and its error.",
+        "The SDK's set-up: HOKUSAI_API_KEY not set (the SDK does not read MLFLOW_TRACKING_TOKEN: 'Authentication "
+        "failed: HOKUSAI_API_KEY is required', F16), HOKUSAI_MOCK_MODE set (any value), the SDK installed "
+        "without its [ml] extra, or an SDK call its release does not support (register_baseline wants the "
+        "SDK's own model objects).",
+        "Set HOKUSAI_API_KEY and MLFLOW_TRACKING_TOKEN to the key and HOKUSAI_API_ENDPOINT to {api}/api; install "
+        "the SDK from git with its extra (pip install \"hokusai-ml-platform[ml] @ git+https://github.com/"
+        "Hokusai-protocol/hokusai-data-pipeline.git#subdirectory=hokusai-ml-platform\"); register with "
+        "register_tokenized_model and a runs:/ model URI; read the step's error in the finding.",
+        "F16, F28"),
 }
 
 #: Every code, in the DESIGN.md table's order.

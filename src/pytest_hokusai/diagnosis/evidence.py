@@ -33,6 +33,7 @@ __all__ = [
     "FACT_REVOCATION_TOLERANCE",
     "FACT_REVOKED_AT",
     "FACT_TRACKING_TOKEN_PRESENT",
+    "FACT_TRACKING_URI_MOVED_TO",
     "KEY_MALFORMED",
     "KEY_MISSING",
     "KEY_PRESENT",
@@ -100,6 +101,8 @@ FACT_REVOCATION_TOLERANCE = "revocation_tolerance_s"
 FACT_REVOKED_AT = "revoked_key_revoked_at"
 #: bool: whether MLFLOW_TRACKING_TOKEN was set in the environment when the MLflow client failed.
 FACT_TRACKING_TOKEN_PRESENT = "mlflow_tracking_token_present"
+#: str: the tracking URI the MLflow client was moved to (the SDK's local fallback, F15), if it moved.
+FACT_TRACKING_URI_MOVED_TO = "mlflow_tracking_uri_moved_to"
 #: list of dicts (:func:`latency_miss`), one per performance measure that missed its budget or
 #: regressed beyond the baseline factor (the perf checks add them with
 #: :meth:`TriageEvidence.add_latency_miss`).

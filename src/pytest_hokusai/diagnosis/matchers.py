@@ -502,13 +502,20 @@ def _token_lost(e: TriageEvidence) -> Match | None:
     lost = [x for x in e.client_exchanges() if x.status == 401 and t.KEY_REQUIRED.lower() in t.detail(x).lower()
             and (x.auth in ("", "none") or token_gone)]
     keyed = e.probe(ev.PROXY_KEY)
-    if not lost or (keyed is not None and not keyed.ok):
+    moved_to = e.facts.get(ev.FACT_TRACKING_URI_MOVED_TO)
+    if (not lost and not (token_gone and moved_to)) or (keyed is not None and not keyed.ok):
         return None
     fact = ["fact: MLFLOW_TRACKING_TOKEN was unset when the MLflow client failed"] if token_gone else []
+    if moved_to:  # the SDK's local fallback (F15) also moved the client away from the deployment
+        fact.append(f"fact: the MLflow client's tracking URI moved to {moved_to}")
     works = "works on the proxy" if keyed is not None else "is configured"
+    if not lost:
+        return Match(f"MLFLOW_TRACKING_TOKEN was lost and the MLflow client moved to {moved_to}, although the key "
+                     f"{e.key_masked or ''} {works}: the SDK's local fallback (F15).", [*fact, keyed])
     return Match(f"The MLflow client sent {len(lost)} request(s) without a key and got 401 'API key required', "
-                 f"although the key {e.key_masked or ''} {works}: MLFLOW_TRACKING_TOKEN was lost mid-run.",
-                 [lost[0], *fact, keyed])
+                 f"although the key {e.key_masked or ''} {works}: MLFLOW_TRACKING_TOKEN was lost mid-run"
+                 + (f" and the client moved to {moved_to}." if moved_to else "."),
+                 [lost[-1], *fact, keyed])
 
 
 # -- artifact-only --------------------------------------------------------------------------------

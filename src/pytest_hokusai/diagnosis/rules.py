@@ -24,6 +24,7 @@ from .catalog import CODES, TEXTS
 from .evidence import FACT_LATENCY_MISSES, TriageEvidence
 from .latency import LATENCY_CODE, match_latency
 from .matchers import MATCHERS, Match, Matcher, said, where
+from .sdk_matchers import SDK_CODES, SDK_MATCHERS
 
 __all__ = ["PRECEDENCE", "RULES", "Match", "Rule", "diagnose", "finding_for_failure"]
 
@@ -58,7 +59,7 @@ class Rule:
 
 
 # -- the table, precedence, entry points ------------------------------------------------------------
-_MATCHERS: dict[str, Matcher] = {**MATCHERS, LATENCY_CODE: match_latency}
+_MATCHERS: dict[str, Matcher] = {**MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency}
 
 RULES: dict[str, Rule] = {
     code: Rule(code=code, category=TEXTS[code].category, title=TEXTS[code].title, symptom=TEXTS[code].symptom,
@@ -78,6 +79,8 @@ PRECEDENCE: tuple[str, ...] = (
     "AUTH_CONTRACT_MISMATCH", "SERVICE_ID_REJECTED", "KEY_REJECTED", "PROXY_STRIPS_AUTH", "HOST_HEADER_REJECTED",
     "REGISTRY_ADMIN_REQUIRED", "PAYMENT_REQUIRED", "RATE_LIMITED", "KEY_LACKS_WRITE_SCOPE", "CLIENT_TOKEN_LOST",
     "ARTIFACTS_DISABLED",
+    # The stock client registers but the SDK fails: below every platform code that explains both.
+    *SDK_CODES,
     "AUTH_BYPASS", "REVOCATION_DELAYED",
     _UNEXPECTED,
     LATENCY_CODE,

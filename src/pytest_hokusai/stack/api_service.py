@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from .config import POLICIES, STACK_TOKEN_HEADER, ApiServiceConfig, load_service_config
+from .events import add_event_routes
 from .faults import FAULTS, check_faults
 from .middleware import AuthMiddleware, ValidationCache
 from .proxy import REGISTRY_HOST, alb_page, balancer_not_found, proxy_direct, proxy_mount
@@ -246,6 +247,9 @@ def create_app(config: ApiServiceConfig) -> ApiService:
         cleared = len(runtime.cache)
         runtime.cache.clear()
         return {"cleared": cleared}
+
+    # The SDK's registration event (after the MLflow steps of register_tokenized_model).
+    add_event_routes(app, runtime, token)
 
     for mount in PROXY_MOUNTS:
         app.add_route(f"{mount}/{{path:path}}", _proxy_endpoint(runtime, mount), methods=PROXY_METHODS,

@@ -59,6 +59,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "The proxy never validates: no key or an unknown key is served."),
     Fault("revocation-delay", "api", "REVOCATION_DELAYED", "F23",
           "Validation results are cached for an hour, so a key in use when revoked keeps working."),
+    # Seen only by the SDK checks (hokusai_sdk): the stock MLflow client never posts the event.
+    Fault("events-route-missing", "api", "SDK_EVENT_ROUTE_MISSING", "F28",
+          "The API build has no /api/models/tokenized-registration-events route: JSON 404 after auth."),
+    Fault("events-hook-fails", "api", "SDK_EVENT_REJECTED", "F28",
+          "The registration-event hook fails: 502 'Failed to emit model registration event'."),
 )}
 
 

@@ -197,6 +197,17 @@ class Stack:
                      headers={STACK_TOKEN_HEADER: self.admin_token}, secret=self.admin_token)
         self.faults = faults
 
+    # -- SDK registration events ------------------------------------------------------------
+    def registration_events(self) -> list[dict[str, Any]]:
+        """The tokenized-registration events the API service accepted, oldest first (each with
+        ``received_at``, ``path``, ``model_id``, ``user_id``, ``key_id`` and the ``payload``)."""
+        data = _request("GET", self.api_url + "/_stack/registration-events",
+                        headers={STACK_TOKEN_HEADER: self.admin_token}, secret=self.admin_token)
+        events = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(events, list):
+            raise StackError("API service: unexpected registration-events response (no events list)")
+        return events
+
     # -- processes --------------------------------------------------------------------------
     def pids(self) -> list[int]:
         """Every live pid of every process group this stack started (empty for a handle)."""
