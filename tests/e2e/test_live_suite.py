@@ -7,11 +7,30 @@ heavy edge checks made smaller, see ``SMALL_EDGE_ARGS``) in a subprocess against
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import pytest
 
-from .conftest import SMALL_EDGE_ARGS, LiveRun, short_id
+from pytest_hokusai.sdk import CANARY_CLI_MODEL, CANARY_MODEL
 
-SDK_CHECK = "test_sdk.py::test_sdk_registers_without_losing_the_token"
+from .conftest import SMALL_EDGE_ARGS, LiveRun, short_id
+from .test_sdk import sdk_installed
+
+#: The SDK checks: they skip without the SDK (hokusai-ml-platform) and must pass with it (CI installs it).
+SDK_CHECKS = {
+    "test_sdk.py::test_sdk_model_registry_connects",
+    "test_sdk.py::test_sdk_registers_tokenized_model",
+    "test_sdk.py::test_sdk_cli_registers_model",
+    "test_sdk.py::test_sdk_fallback_keeps_token_and_tracking_uri",
+}
+SDK_INSTALLED = sdk_installed()
+#: What may skip: the SDK checks, and only when the SDK is not installed.
+MAY_SKIP = set() if SDK_INSTALLED else SDK_CHECKS
+#: The SDK checks that write (they fail with a read-only key like the stock client's writes).
+SDK_WRITE_CHECKS = {"test_sdk.py::test_sdk_registers_tokenized_model", "test_sdk.py::test_sdk_cli_registers_model"}
 
 #: Checks that write through the proxy with the primary key (create an experiment, log an artifact,
 #: register a model). The contract's write detection (section 3: POST/PUT/PATCH/DELETE on MLflow
@@ -22,7 +41,7 @@ WRITE_CHECKS = {
     "test_perf.py::test_registration_time",
     "test_edge.py::test_concurrent_clients_lose_no_registration",
     "test_edge.py::test_large_model_artifact_roundtrip",
-}
+} | (SDK_WRITE_CHECKS if SDK_INSTALLED else set())
 
 #: Checks that need the proxy to accept a valid key: the writes above and every authenticated read.
 #: Checks that call the auth service directly, or expect the proxy to refuse (no key, a bad,
@@ -36,7 +55,7 @@ PROXY_KEY_CHECKS = WRITE_CHECKS | {
     "test_proxy.py::test_discovery_matrix[proxy-api/2.0-key]",
     "test_perf.py::test_proxy_request_latency",
     "test_edge.py::test_readonly_key_reads_but_cannot_write",
-}
+} | (SDK_CHECKS if SDK_INSTALLED else set())
 
 #: Direct auth-service checks: they must keep passing when only the proxy's service_id is wrong.
 AUTH_DIRECT_CHECKS = {
@@ -52,12 +71,13 @@ AUTH_DIRECT_CHECKS = {
 
 
 def assert_healthy(run: LiveRun) -> None:
-    """Every check passed except the SDK check, which skips when the SDK is not installed."""
+    """Every check passed; the SDK checks skip only when the SDK is not installed."""
     outcomes = run.result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("error", 0) == 0, run.explain()
     assert outcomes.get("passed", 0) >= 20, outcomes
-    assert outcomes.get("skipped", 0) <= 1, run.explain()
-    assert run.outcomes("skipped") <= {SDK_CHECK}, run.explain()
+    assert run.outcomes("skipped") <= MAY_SKIP, run.explain()
+    if SDK_INSTALLED:
+        assert SDK_CHECKS <= run.outcomes("passed"), run.explain()
     assert run.result.ret == pytest.ExitCode.OK, run.output
     assert run.report is not None
     assert run.report["verdict"] == "pass", run.explain()
@@ -73,7 +93,7 @@ def assert_exactly_failed(run: LiveRun, expected: set[str], code: str) -> None:
         f"unexpected failures: {sorted(run.failed - expected)}; expected but passed: "
         f"{sorted(expected - run.failed)}\n{run.explain()}"
     )
-    assert run.outcomes("skipped") <= {SDK_CHECK}, run.explain()
+    assert run.outcomes("skipped") <= MAY_SKIP, run.explain()
     all_checks = {short_id(c["nodeid"]) for c in run.report["checks"]}
     assert run.outcomes("passed") == all_checks - expected - run.outcomes("skipped"), run.explain()
     assert run.report["verdict"] == "fail", run.explain()
@@ -83,10 +103,33 @@ def assert_exactly_failed(run: LiveRun, expected: set[str], code: str) -> None:
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_healthy_stack_passes_every_check(run_live):
+def registered_model_status(stack, key, name: str) -> int:
+    """The proxy's status for ``registered-models/get?name=...`` with the key (404: no such model)."""
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/registered-models/get?{urllib.parse.urlencode({'name': name})}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key.reveal()}"})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_healthy_stack_passes_every_check(run_live, e2e_stack, e2e_keys):
+    started = time.time()
     run = run_live(*SMALL_EDGE_ARGS)
 
     assert_healthy(run)
+    if SDK_INSTALLED:  # the SDK's registration events reached the API, as the SDK built them
+        events = [e for e in e2e_stack.registration_events() if e["received_at"] >= started]
+        by_model = {e["payload"]["model_name"]: e["payload"] for e in events}
+        assert set(by_model) == {CANARY_MODEL, CANARY_CLI_MODEL}, events
+        for payload in by_model.values():
+            assert payload["token_id"].startswith("HOKUSAI-CHECK-"), payload
+            assert payload["tags"]["hokusai_token_id"] == payload["token_id"], payload
+            assert payload["tags"]["hokusai_status"] == "registered" and payload["mlflow_run_id"], payload
+            assert payload["model_uri"] == f"models:/{payload['model_name']}/{payload['version']}", payload
+            # cleaned up by the names the SDK really used
+            assert registered_model_status(e2e_stack, e2e_keys.write, payload["model_name"]) == 404
     timings = run.report["timings"]
     assert timings["auth_validate_ms"]["n"] > 0 and timings["proxy_request_ms"]["n"] > 0, timings
     assert run.report["target"]["mode"] == "remote"
