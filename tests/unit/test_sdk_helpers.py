@@ -124,3 +124,15 @@ def test_parse_cli_output_and_token_ids() -> None:
     token = hs.check_token_id()
     assert token != hs.check_token_id() and token.startswith("HOKUSAI-CHECK-") and len(token) <= 64
     assert token.replace("-", "").isalnum()
+
+
+def test_ci_installs_the_vendored_sdk_wheel_and_the_repository_holds_none_of_it() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    assert '"${HOKUSAI_SDK_WHEEL_DIR:-../shared/vendor}"' in ci and '"${sdk_wheel}[ml]"' in ci
+    assert ci.index("pip install -q -e '.[test]'") < ci.index('"${sdk_wheel}[ml]"'), "the SDK goes in after the project"
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=False).stdout
+    if tracked:  # a git checkout: nothing of the wheel is committed
+        assert not [f for f in tracked.splitlines() if f.endswith(".whl") or f.startswith("hokusai/")], tracked
