@@ -120,10 +120,11 @@ def sdk_environment(*, api_url: str, tracking_uri: str, key: Secret) -> Iterator
     skip the deployment) and Basic-auth variables. Afterwards every variable and mlflow's global
     tracking URI are restored exactly, whatever the SDK changed.
     """
-    values: dict[str, str | None] = {
-        "HOKUSAI_API_KEY": key.reveal(), "HOKUSAI_API_ENDPOINT": sdk_api_endpoint(api_url),
+    # The key is revealed only where it is written (no local holds it: --showlocals tracebacks).
+    values: dict[str, str | Secret | None] = {
+        "HOKUSAI_API_KEY": key, "HOKUSAI_API_ENDPOINT": sdk_api_endpoint(api_url),
         "HOKUSAI_MOCK_MODE": None, "HOKUSAI_OPTIONAL_MLFLOW": None,
-        "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_TRACKING_TOKEN": key.reveal(),
+        "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_TRACKING_TOKEN": key,
         "MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None,
     }
     saved = {name: os.environ.get(name) for name in SDK_ENV_VARS}
@@ -134,7 +135,7 @@ def sdk_environment(*, api_url: str, tracking_uri: str, key: Secret) -> Iterator
             if value is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
+                os.environ[name] = value.reveal() if isinstance(value, Secret) else value
         yield
     finally:
         for name, value in saved.items():

@@ -198,9 +198,10 @@ def test_sdk_cli_registers_model(hokusai_mlflow_client, hokusai_settings, hokusa
     artifact.write_text("a model artifact registered by pytest-hokusai's SDK check; safe to delete\n")
     argv = [*hs.cli_command(), "model", "register", "--token-id", token_id, "--model-path", str(artifact),
             "--metric", METRIC, "--baseline", str(baseline), "--model-name", hs.CANARY_CLI_MODEL]
-    env = hs.cli_environment(api_url=hokusai_settings.api_url, tracking_uri=hokusai_settings.tracking_uri,
-                             key=hokusai_api_key, timeout_s=hokusai_settings.timeout)
-    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(argv, env=hs.cli_environment(api_url=hokusai_settings.api_url,  # the key: only there
+                                                         tracking_uri=hokusai_settings.tracking_uri,
+                                                         key=hokusai_api_key, timeout_s=hokusai_settings.timeout),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group: a hang is stopped whole
     try:
         stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
@@ -259,7 +260,6 @@ def test_sdk_fallback_keeps_token_and_tracking_uri(hokusai_mlflow_client, hokusa
     recorder = hokusai_run.state.recorder
     with hs.sdk_environment(api_url=hokusai_settings.api_url, tracking_uri=hokusai_settings.tracking_uri,
                             key=hokusai_api_key):
-        key = hokusai_api_key.reveal()
         provoked_from = len(recorder)
         try:
             registry = sdk.ModelRegistry(tracking_uri=failing_uri)
@@ -269,7 +269,7 @@ def test_sdk_fallback_keeps_token_and_tracking_uri(hokusai_mlflow_client, hokusa
         for exchange in recorder.all()[provoked_from:]:
             if exchange.url.startswith(failing_uri):
                 exchange.label = PROVOKED_LABEL
-        token_kept = os.environ.get("MLFLOW_TRACKING_TOKEN") == key
+        token_kept = os.environ.get("MLFLOW_TRACKING_TOKEN") == hokusai_api_key.reveal()
         token_state = ("unchanged" if token_kept else "removed" if "MLFLOW_TRACKING_TOKEN" not in os.environ
                        else "replaced")
         # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI: the URI it was given is fine, any
