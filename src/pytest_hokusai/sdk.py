@@ -87,9 +87,12 @@ SDK_ENV_VARS = (
 
 def load_sdk() -> tuple[ModuleType | None, str]:
     """``(module, "")`` when the real SDK with its ML extra is importable, else ``(None, reason)``."""
-    if importlib.util.find_spec("hokusai") is None:
+    try:
+        if importlib.util.find_spec("hokusai") is None:
+            return None, SDK_MISSING_MESSAGE
+        module = importlib.import_module("hokusai")
+    except (ImportError, ValueError):  # ValueError: a module entry blocked with None (sys.modules)
         return None, SDK_MISSING_MESSAGE
-    module = importlib.import_module("hokusai")
     try:
         getattr(module, "ModelRegistry")  # noqa: B009  # a lazy attribute: importing it is the test
     except AttributeError:

@@ -16,6 +16,8 @@ from .conftest import LiveRun, short_id
 from .test_faults import SDK_EVENT_FAULTS, assert_diagnosed
 
 STANDIN = Path(__file__).resolve().parent / "sdk_standin"
+GIT_INSTALL = ('"hokusai-ml-platform[ml] @ git+https://github.com/Hokusai-protocol/hokusai-data-pipeline.git'
+               '#subdirectory=hokusai-ml-platform"')
 FALLBACK_CHECK = "test_sdk.py::test_sdk_fallback_keeps_token_and_tracking_uri"
 #: Only the library registration (about 10 s); the CLI meets the same route.
 EVENT_SELECTION = ("-m", "live and hokusai_sdk", "-k", "tokenized")
@@ -54,6 +56,18 @@ def test_token_clearing_sdk_is_client_token_lost(run_live):
 
 def test_every_sdk_fault_is_tested_here():
     assert {f for f in FAULTS if FAULTS[f].code.startswith("SDK_")} == SDK_EVENT_FAULTS
+
+
+def test_without_the_sdk_every_sdk_check_skips_with_the_git_install_line(run_live, tmp_path):
+    # `import hokusai` fails in the run, whatever is installed: the state of a machine without the SDK.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['hokusai'] = None\n")
+    run = run_live("-m", "live and hokusai_sdk", "-rs", env={"PYTHONPATH": str(tmp_path)})
+
+    assert run.outcomes("skipped") == {short_id(c["nodeid"]) for c in run.report["checks"]}, run.explain()
+    assert len(run.report["checks"]) == 4, run.explain()
+    reasons = [line for line in run.result.outlines if line.startswith("SKIPPED [4]")]
+    assert len(reasons) == 1, run.output  # one reason for all four
+    assert "not on PyPI (PyPI's 'hokusai' is an unrelated package)" in reasons[0] and GIT_INSTALL in reasons[0]
 
 
 def _event_run(run_live, fault: str) -> LiveRun:
