@@ -87,6 +87,22 @@ def _assert_sdk_tags(version, *, token_id, baseline, run_id):
     assert not wrong, f"the SDK's tags on {version.name}/{version.version} differ (got, expected): {wrong}"
 
 
+def _assert_local_stack_got_event(hokusai_run, *, model, version, token_id, run_id):
+    """On the local target, the stack recorded the event as the SDK built it (remote: the answer only)."""
+    info = hokusai_run.local_info()
+    if info is None:
+        return
+    from ..stack.launcher import Stack
+
+    events = [e["payload"] for e in Stack.from_json(info.stack_json).registration_events()
+              if e["payload"].get("model_name") == model and e["payload"].get("version") == version]
+    assert events, f"the local stack recorded no registration event for {model}/{version}"
+    payload = events[-1]
+    assert (payload["token_id"], payload["mlflow_run_id"], payload["model_uri"]) == (
+        token_id.upper(), run_id, f"models:/{model}/{version}"), payload
+    assert payload["tags"].get("hokusai_token_id") == token_id.upper(), payload
+
+
 def _cleanup(request, settings, client, name, version, *, run_ids=(), experiment_ids=()):
     if settings.keep:
         return
@@ -182,6 +198,8 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
         response = result.get("notification_response") or {}
         if "model_id" in response:  # the platform's answer names what it recorded
             assert response["model_id"] == f"{hs.CANARY_MODEL}/{version}/{token_id.upper()}", response
+        _assert_local_stack_got_event(hokusai_run, model=hs.CANARY_MODEL, version=version, token_id=token_id,
+                                      run_id=run_id)
     finally:
         _cleanup(request, hokusai_settings, client, hs.CANARY_MODEL, version,
                  experiment_ids=(experiment_id,) if experiment_id else ())
