@@ -200,7 +200,8 @@ def event_exchange(url: str, key: Secret, *, response: Any = None, error: BaseEx
                    elapsed_ms: float = 0.0) -> Exchange:
     """The registration-event POST as evidence: the platform's answer when the SDK reports one
     (``notification_response``, or a ``NotificationError``'s ``status_code`` / ``response_body``),
-    else the connection error the SDK met."""
+    else the connection error the SDK met. ``elapsed_ms`` is the SDK call's duration: the event is its
+    last step, and the SDK does not time the POST alone."""
     exchange = Exchange(method="POST", url=clean_url(url), auth=f"Bearer {key.masked}", label=EVENT_LABEL,
                         elapsed_ms=round(elapsed_ms, 2))
     if error is None:

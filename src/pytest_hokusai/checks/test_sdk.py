@@ -182,7 +182,7 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
                     event = hokusai_run.state.recorder.add(
                         hs.event_exchange(url, hokusai_api_key, error=exc, elapsed_ms=elapsed))
                     where = f"{hs.CANARY_MODEL}/{version}" if version else "no version"
-                    pytest.fail(f"the stock MLflow steps of register_tokenized_model passed ({where} registered), "
+                    pytest.fail(f"the MLflow steps of register_tokenized_model passed ({where} registered), "
                                 f"then the SDK's registration event failed: {describe(event)}", pytrace=False)
                 _fail_step(hokusai_run, request, "register_tokenized_model (MLflow steps)", exc)
             hokusai_run.state.recorder.add(hs.event_exchange(
