@@ -123,15 +123,20 @@ def test_sdk_model_registry_connects(hokusai_mlflow_client, hokusai_settings, ho
             registry = sdk.ModelRegistry(tracking_uri=hokusai_settings.tracking_uri)
         except Exception as exc:  # noqa: BLE001 - the SDK's own error is the finding
             _fail_step(hokusai_run, request, "ModelRegistry()", exc)
-        token_after = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        token_kept = os.environ.get("MLFLOW_TRACKING_TOKEN") == token_before
         uri_after = os.environ.get("MLFLOW_TRACKING_URI")
         status = _mlflow_status()
+        if not token_kept:  # checked before any further call: that call would fail for this reason
+            from ..diagnosis import FACT_TRACKING_TOKEN_PRESENT
+
+            with contextlib.suppress(Exception):
+                hokusai_run.ensure_triage().add_fact(FACT_TRACKING_TOKEN_PRESENT, False)
+            pytest.fail("CLIENT_TOKEN_LOST: ModelRegistry() removed or changed MLFLOW_TRACKING_TOKEN (F15)",
+                        pytrace=False)
         try:
             registry.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001
             _fail_step(hokusai_run, request, "ModelRegistry.client.search_experiments (connect)", exc)
-    assert token_after == token_before, (
-        "CLIENT_TOKEN_LOST: ModelRegistry() removed or changed MLFLOW_TRACKING_TOKEN (F15)")
     assert uri_after == uri_before, f"ModelRegistry() changed MLFLOW_TRACKING_URI to {uri_after!r}"
     assert registry.tracking_uri == hokusai_settings.tracking_uri, (
         f"the SDK uses the tracking URI {registry.tracking_uri!r}, not the deployment's "
