@@ -32,7 +32,7 @@ from typing import Any
 
 from .diagnosis.evidence import FACT_TRACKING_URI_MOVED_TO
 from .diagnosis.sdk_matchers import EVENT_LABEL, FACT_SDK_FAILURES
-from .evidence import Exchange, clean_url, excerpt
+from .evidence import Exchange, clean_url, excerpt, request_body_shape
 from .secret import Secret, redact
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "check_token_id",
     "cli_command",
     "event_exchange",
+    "event_payload",
     "event_url",
     "load_sdk",
     "remove_version",
@@ -196,14 +197,24 @@ def event_url(sdk: ModuleType | None, api_endpoint: str) -> str:
         return base + ("/models/tokenized-registration-events" if base.endswith("/api") else EVENT_PATH)
 
 
+def event_payload(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The event body the SDK builds from a registration result (its own builder), or None."""
+    try:
+        notification = importlib.import_module("hokusai.core.notification")
+        return dict(notification.build_registration_event_payload(dict(fields)))
+    except Exception:  # noqa: BLE001  # an SDK without the builder, or fields it cannot use: no body shape
+        return None
+
+
 def event_exchange(url: str, key: Secret, *, response: Any = None, error: BaseException | None = None,
-                   elapsed_ms: float = 0.0) -> Exchange:
+                   elapsed_ms: float = 0.0, payload: Mapping[str, Any] | None = None) -> Exchange:
     """The registration-event POST as evidence: the platform's answer when the SDK reports one
     (``notification_response``, or a ``NotificationError``'s ``status_code`` / ``response_body``),
     else the connection error the SDK met. ``elapsed_ms`` is the SDK call's duration: the event is its
     last step, and the SDK does not time the POST alone."""
     exchange = Exchange(method="POST", url=clean_url(url), auth=f"Bearer {key.masked}", label=EVENT_LABEL,
-                        elapsed_ms=round(elapsed_ms, 2))
+                        elapsed_ms=round(elapsed_ms, 2),
+                        request_body=request_body_shape(dict(payload)) if payload is not None else None)
     if error is None:
         exchange.status = 200
         exchange.content_type = "application/json"

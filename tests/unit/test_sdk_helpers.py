@@ -101,6 +101,8 @@ def test_event_exchange_keeps_the_platforms_answer_and_masks_the_key() -> None:
     assert unreachable.status is None and unreachable.error == "refused"
     for exchange in (ok, refused, unreachable):
         assert KEY.reveal() not in repr(exchange.to_dict())
+    with_body = hs.event_exchange(url, KEY, response={}, payload={"model_name": "m", "version": "1"})
+    assert with_body.request_body is not None and '"model_name"' in with_body.request_body
 
 
 def test_cli_environment_holds_the_key_only_in_the_environment() -> None:

@@ -184,15 +184,19 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
                 mine = _versions_for_token(client, hs.CANARY_MODEL, token_id)
                 version = str(mine[0].version) if mine else None
                 if type(exc).__name__ == "NotificationError":
+                    payload = hs.event_payload({
+                        "model_name": hs.CANARY_MODEL, "version": version, "token_id": token_id.upper(),
+                        "proposal_identifier": token_id.upper(), "metric_name": METRIC, "baseline_value": baseline,
+                        "mlflow_run_id": run_id, "tags": dict(mine[0].tags or {}) if mine else {}}) if mine else None
                     event = hokusai_run.state.recorder.add(
-                        hs.event_exchange(url, hokusai_api_key, error=exc, elapsed_ms=elapsed))
+                        hs.event_exchange(url, hokusai_api_key, error=exc, elapsed_ms=elapsed, payload=payload))
                     where = f"{hs.CANARY_MODEL}/{version}" if version else "no version"
                     pytest.fail(f"the MLflow steps of register_tokenized_model passed ({where} registered), "
                                 f"then the SDK's registration event failed: {describe(event)}", pytrace=False)
                 _fail_step(hokusai_run, request, "register_tokenized_model (MLflow steps)", exc)
             hokusai_run.state.recorder.add(hs.event_exchange(
                 url, hokusai_api_key, response=result.get("notification_response"),
-                elapsed_ms=(time.monotonic() - started) * 1000.0))
+                elapsed_ms=(time.monotonic() - started) * 1000.0, payload=hs.event_payload(result)))
         version = str(result["version"])
         assert result.get("model_name") == hs.CANARY_MODEL, result
         assert result.get("site_status_update") == "succeeded" and result.get("event_emitted") is True, (

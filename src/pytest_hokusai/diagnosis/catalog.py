@@ -362,6 +362,10 @@ OWNERS: dict[str, str] = {
     "PROXY_DROPS_REQUEST_BODY": "api-service",
     "NOT_HOKUSAI_API": "client",
     "SUITE_ERROR": "client",
+    # the SDK codes (issue 11)
+    "SDK_EVENT_ROUTE_MISSING": "api-service",
+    "SDK_EVENT_REJECTED": "api-service",
+    "SDK_STEP_FAILED": "client",
 }
 
 #: What each code breaks for third parties, in one sentence (the issue reports' "Impact").
@@ -421,6 +425,13 @@ IMPACTS: dict[str, str] = {
     "or goes astray.",
     "SUITE_ERROR": "None shown: the suite itself (or the host project's pytest settings) failed, so this run "
     "says nothing about what third parties meet.",
+    # the SDK codes (issue 11)
+    "SDK_EVENT_ROUTE_MISSING": "Third parties who register with the hokusai SDK get an error after MLflow "
+    "accepted the model, and the site never hears of it: the model stays a draft.",
+    "SDK_EVENT_REJECTED": "The SDK's registration event is refused after MLflow accepted the model, so the SDK "
+    "raises and the site keeps the model as a draft.",
+    "SDK_STEP_FAILED": "Third parties who follow the SDK's instructions cannot register with it, although the "
+    "stock MLflow client works.",
 }
 
 #: When a code has no entry of its own (a code added elsewhere): the category's usual sentence.
