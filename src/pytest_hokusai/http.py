@@ -585,7 +585,7 @@ def html_title(body: bytes, content_type: str | None = None) -> str | None:
     'Example Domain'
     """
     head = body[:TITLE_SEARCH_BYTES]
-    if "html" not in (content_type or "").lower() and not head.lstrip()[:1] == b"<":
+    if "html" not in (content_type or "").lower() and head.lstrip()[:1] != b"<":
         return None
     match = _TITLE.search(head)
     if match is None:

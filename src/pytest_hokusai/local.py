@@ -142,7 +142,6 @@ class LocalTarget:
 
     def _start(self) -> LocalTargetInfo:
         from .stack import start_stack  # heavy part loads only now
-
         from .stack.stopped import without_process_faults
 
         # auth-stopped / mlflow-stopped stop a process: mint the keys first, then stop it (below)

@@ -62,10 +62,21 @@ def test_bad_key_is_rejected_with_401(hokusai_session, hokusai_settings, case):
     key = {"malformed": Secret(MALFORMED_KEY, source="edge check (malformed)"), "unknown": unknown_key(),
            "none": None}[case]
     result = _search(hokusai_session, hokusai_settings, key, f"check:edge-{case}-key")
+    if result.ok and not _is_mlflow(result):  # a website's 200 is a wrong URL, not an open registry
+        from ..diagnosis.tells import what_answered
+
+        pytest.fail(f"NOT_HOKUSAI_API: {hokusai_settings.tracking_uri} answered {what_answered(result.exchange)} "
+                    f"to a request with {BAD_KEYS[case]}, which is not MLflow: {describe(result)}", pytrace=False)
     assert not result.ok, (
         f"AUTH_BYPASS: the proxy served MLflow to a request with {BAD_KEYS[case]}: {describe(result)}"
     )
     assert result.status == 401, f"the proxy must answer {BAD_KEYS[case]} with 401: {describe(result)}"
+
+
+def _is_mlflow(result):
+    from ..diagnosis.tells import is_mlflow_search
+
+    return is_mlflow_search(result.exchange)
 
 
 def _add_facts(hokusai_run, facts):

@@ -83,7 +83,7 @@ def test_mlflow_client_deletes_through_proxy(hokusai_mlflow_client, hokusai_run)
     def step(what, call):
         try:
             return call()
-        except Exception as exc:  # the failing step, named, with MLflow's own message
+        except Exception as exc:  # noqa: BLE001 - the failing step, named, with MLflow's own message
             pytest.fail(f"{what} through the tracking URI failed: {' '.join(str(exc).split())[:400]}",
                         pytrace=False)
 

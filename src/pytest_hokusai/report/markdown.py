@@ -130,9 +130,9 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
 
     leftovers = [left for left in report.get("leftovers") or [] if isinstance(left, Mapping)]
     if leftovers:
-        lines += ["## Leftovers", "",
-                  "Created by this run and not removable by it (later runs reuse these names, so they do not "
-                  "multiply):", ""]
+        note = ("Created by this run and not removable by it (later runs reuse these names, so they do not "
+                "multiply):")
+        lines += ["## Leftovers", "", note, ""]
         lines += _table(["kind", "name", "why", "how to remove"],
                         [(left.get("kind"), left.get("name"), left.get("why"), left.get("remove")) for left in leftovers])
         lines.append("")
