@@ -115,13 +115,16 @@ def remove_registration(
     *,
     model: str | None = None,
     versions: Sequence[str] = (),
+    model_created: bool = False,
     experiment_ids: Sequence[str | None] = (),
     experiment_names: Sequence[str] = (),
 ) -> list[Leftover]:
     """Remove what a check registered; never raises. Returns what could not be removed.
 
     The versions this check created are deleted one by one, then the model if no version is left
-    (another run may be registering into the same canary: its versions are not ours to delete).
+    (another run may be registering into the same canary: its versions are not ours to delete). A
+    model this check neither created (``model_created``) nor added a version to is left alone, so a
+    registration refused before anything was made (a read-only key) leaves no false leftover.
     Experiments are deleted by id, or looked up by name when the creating call failed late.
     """
     uri = str(getattr(client, "tracking_uri", "") or "")
@@ -134,7 +137,7 @@ def remove_registration(
             except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
                 if _code(exc) != "RESOURCE_DOES_NOT_EXIST":
                     problems.append(f"delete version {version}: {_short(exc)}")
-        if not problems:
+        if not problems and (versions or model_created):
             try:
                 remaining = list(client.search_model_versions(f"name='{model}'"))
                 if not remaining:
@@ -148,8 +151,7 @@ def remove_registration(
     for name in experiment_names:
         try:
             found = client.get_experiment_by_name(name)
-        except Exception as exc:  # noqa: BLE001
-            left.append(experiment_leftover(name, f"look it up: {_short(exc)}", uri))
+        except Exception:  # noqa: BLE001  # cannot tell whether it exists: no leftover on a guess
             continue
         if found is not None and found.lifecycle_stage != "deleted" and found.experiment_id not in ids:
             ids.append(found.experiment_id)

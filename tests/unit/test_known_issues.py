@@ -6,7 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pytest_hokusai.canary import CANARY_MODELS, canary_name, concurrency_canaries, is_canary, triage_leftovers
+from pytest_hokusai.canary import (
+    CANARY_MODELS,
+    canary_name,
+    concurrency_canaries,
+    is_canary,
+    triage_leftovers,
+)
 from pytest_hokusai.diagnosis import evidence as ev
 from pytest_hokusai.diagnosis.probes import TRIAGE_MODEL
 from pytest_hokusai.errors import SettingsError

@@ -227,11 +227,12 @@ def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_
     experiment_id = None
     versions: dict[int, str] = {}
     model_versions: dict[int, str] = {}
+    shared_created = False
     try:
         experiment_id = client.create_experiment(experiment_name)
         run = client.create_run(experiment_id, tags={"hokusai.check": "concurrency"})
         source = f"{run.info.artifact_uri}/model"
-        ensure_registered_model(client, shared)
+        shared_created = ensure_registered_model(client, shared)
         before = {str(v.version) for v in client.search_model_versions(f"name='{shared}'")}
 
         def new_version(i):
@@ -257,6 +258,7 @@ def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_
     finally:
         if not hokusai_settings.keep:  # what cannot be removed is a leftover, never this check's failure
             left = remove_registration(client, model=shared, versions=list(versions.values()),
+                                       model_created=shared_created,
                                        experiment_ids=[experiment_id] if experiment_id else [],
                                        experiment_names=[experiment_name])
             for i, name in enumerate(separate):

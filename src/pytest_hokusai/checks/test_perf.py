@@ -133,6 +133,7 @@ def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_uni
         if not hokusai_settings.keep:  # what cannot be removed is a leftover, never this check's failure
             keep_leftovers(hokusai_run, remove_registration(
                 hokusai_mlflow_client, model=name, versions=[made.version] if made and made.version else [],
+                model_created=bool(made and made.model_created),
                 experiment_ids=[made.experiment_id] if made and made.experiment_id else [],
                 experiment_names=[experiment]))
     hokusai_measure("registration_s", took)

@@ -78,6 +78,7 @@ def test_mlflow_client_deletes_through_proxy(hokusai_mlflow_client, hokusai_run)
     client = hokusai_mlflow_client
     name = canary_name("proxy")
     version = None
+    created = False
     deleted = {"version": False, "model": False}
 
     def step(what, call):
@@ -88,7 +89,7 @@ def test_mlflow_client_deletes_through_proxy(hokusai_mlflow_client, hokusai_run)
                         pytrace=False)
 
     try:
-        step("create_registered_model", lambda: ensure_registered_model(client, name))
+        created = step("create_registered_model", lambda: ensure_registered_model(client, name))
         version = str(step("create_model_version", lambda: client.create_model_version(
             name, source=CANARY_SOURCE, await_creation_for=0)).version)
         step("set_registered_model_tag", lambda: client.set_registered_model_tag(name, TAG, "set"))
@@ -107,4 +108,5 @@ def test_mlflow_client_deletes_through_proxy(hokusai_mlflow_client, hokusai_run)
     finally:
         if not deleted["model"]:
             keep_leftovers(hokusai_run, remove_registration(
-                client, model=name, versions=[version] if version and not deleted["version"] else []))
+                client, model=name, versions=[version] if version and not deleted["version"] else [],
+                model_created=created or deleted["version"]))

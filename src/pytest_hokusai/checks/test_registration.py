@@ -39,6 +39,7 @@ def test_register_model_end_to_end(hokusai_mlflow_client, hokusai_toy_model, hok
         if not hokusai_settings.keep:
             keep_leftovers(hokusai_run, remove_registration(
                 hokusai_mlflow_client, model=name, versions=[made.version] if made and made.version else [],
+                model_created=bool(made and made.model_created),
                 experiment_ids=[made.experiment_id] if made and made.experiment_id else [],
                 experiment_names=[experiment]))
 
