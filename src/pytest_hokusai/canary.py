@@ -151,7 +151,7 @@ def remove_registration(
     for name in experiment_names:
         try:
             found = client.get_experiment_by_name(name)
-        except Exception:  # noqa: BLE001  # cannot tell whether it exists: no leftover on a guess
+        except Exception:  # noqa: BLE001, S112  # cannot tell whether it exists: no leftover on a guess
             continue
         if found is not None and found.lifecycle_stage != "deleted" and found.experiment_id not in ids:
             ids.append(found.experiment_id)
