@@ -208,3 +208,13 @@ def test_ten_runs_against_drop_delete_body_leave_no_more_models_than_one(run_liv
         assert run.primary["code"] == "PROXY_DROPS_REQUEST_BODY", f"run {attempt}:\n{run.explain()}"
         assert registered_models(clean_registry) == after_one, f"run {attempt} added registered models"
     assert all(name.startswith("hokusai-canary-") for name in after_one), after_one
+
+
+@pytest.mark.slow
+def test_local_target_with_a_stopped_auth_service_mints_keys_first_then_names_it(run_live):
+    # the bundled stack needs the auth service to mint the run's keys: it stops it afterwards
+    run = run_live(*FAST_SELECTION, "--hokusai-target=local", use_stack=False,
+                   env={"HOKUSAI_STACK_FAULTS": "auth-stopped"})
+
+    assert_root_cause(run, "AUTH_SERVICE_DOWN")
+    assert run.report is not None and run.report["target"]["mode"] == "local"
