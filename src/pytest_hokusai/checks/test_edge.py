@@ -62,21 +62,21 @@ def test_bad_key_is_rejected_with_401(hokusai_session, hokusai_settings, case):
     key = {"malformed": Secret(MALFORMED_KEY, source="edge check (malformed)"), "unknown": unknown_key(),
            "none": None}[case]
     result = _search(hokusai_session, hokusai_settings, key, f"check:edge-{case}-key")
-    if result.ok and not _is_mlflow(result):  # a website's 200 is a wrong URL, not an open registry
-        from ..diagnosis.tells import what_answered
-
-        pytest.fail(f"NOT_HOKUSAI_API: {hokusai_settings.tracking_uri} answered {what_answered(result.exchange)} "
-                    f"to a request with {BAD_KEYS[case]}, which is not MLflow: {describe(result)}", pytrace=False)
+    _fail_if_not_mlflow(result, hokusai_settings, BAD_KEYS[case])
     assert not result.ok, (
         f"AUTH_BYPASS: the proxy served MLflow to a request with {BAD_KEYS[case]}: {describe(result)}"
     )
     assert result.status == 401, f"the proxy must answer {BAD_KEYS[case]} with 401: {describe(result)}"
 
 
-def _is_mlflow(result):
-    from ..diagnosis.tells import is_mlflow_search
+def _fail_if_not_mlflow(result, settings, what):
+    """A 2xx that is not MLflow's JSON (a website's catch-all, a login page) is a wrong URL, never an
+    open registry: fail with NOT_HOKUSAI_API saying what answered instead of claiming AUTH_BYPASS."""
+    from ..diagnosis.tells import is_mlflow_search, what_answered
 
-    return is_mlflow_search(result.exchange)
+    if result.ok and not is_mlflow_search(result.exchange):
+        pytest.fail(f"NOT_HOKUSAI_API: {settings.tracking_uri} answered {what_answered(result.exchange)} to a "
+                    f"request with {what}, which is not MLflow: {describe(result)}", pytrace=False)
 
 
 def _add_facts(hokusai_run, facts):
@@ -93,6 +93,7 @@ def test_revoked_key_is_rejected(hokusai_session, hokusai_settings, hokusai_keys
     if key is None:
         pytest.skip(f"no revoked key: export {REVOKED_KEY_ENV} (a key revoked in the Hokusai dashboard), {LOCAL_HINT}")
     first = _search(hokusai_session, hokusai_settings, key, "check:edge-revoked-key")
+    _fail_if_not_mlflow(first, hokusai_settings, f"the revoked key {key.masked}")
     if not first.ok:
         assert first.status == 401, f"the proxy must answer a revoked key with 401: {describe(first)}"
         return
@@ -141,6 +142,7 @@ def _expired_key(hokusai_run):
 def test_expired_key_is_rejected(hokusai_session, hokusai_settings, hokusai_run):
     key = _expired_key(hokusai_run)
     result = _search(hokusai_session, hokusai_settings, key, "check:edge-expired-key")
+    _fail_if_not_mlflow(result, hokusai_settings, f"the expired key {key.masked}")
     assert not result.ok, f"the proxy served MLflow to the expired key {key.masked}: {describe(result)}"
     assert result.status == 401, f"the proxy must answer an expired key with 401: {describe(result)}"
 
