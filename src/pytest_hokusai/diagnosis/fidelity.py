@@ -22,6 +22,7 @@ __all__ = [
     "AUTH_DOWN_DETAILS",
     "FIDELITY_MATCHERS",
     "MLFLOW_DOWN_DETAIL",
+    "artifact_path_untranslated",
     "auth_dependency_down",
     "dependency_down",
     "mlflow_dependency_down",
@@ -70,6 +71,25 @@ def _settings_of(e: TriageEvidence, url_host: str) -> list[str]:
     return [name for name, url in (("api-url", e.api_url), ("auth-url", e.auth_url),
                                    ("tracking-uri", e.tracking_uri), ("direct-mlflow-url", e.direct_mlflow_url))
             if url and host_of(url) == url_host]
+
+
+# -- MLFLOW_PATH_MISMATCH, artifact routes only ------------------------------------------------------
+def artifact_path_untranslated(e: TriageEvidence) -> Match | None:
+    """F11 (2025-07-22): metadata works through the proxy, only the artifact routes get MLflow's 404."""
+    tracked = _keyed_tracking(e)
+    meta = next((x for x in tracked if x.ok and not t.is_artifact(x)), None)
+    bad = next((x for x in tracked if t.is_artifact(x) and x.status == 404
+                and (t.is_html(x) or t.body_has(x, "RESOURCE_NOT_FOUND"))), None)
+    if meta is None or bad is None:
+        return None
+    return Match(f"Experiments, runs and models work through the proxy ({where(meta)} -> {meta.status}), but the "
+                 f"artifact routes get MLflow's 404: {where(bad)} -> {said(bad)}. The proxy forwards "
+                 "api/2.0/mlflow-artifacts/ to a path MLflow does not serve (translated for api/2.0/mlflow/ only).",
+                 [meta, bad],
+                 "In the API service's MLflow proxy, translate api/2.0/mlflow-artifacts/ to "
+                 "ajax-api/2.0/mlflow-artifacts/ exactly like api/2.0/mlflow/ when MLFLOW_SERVER_URL is the public "
+                 "/mlflow URL (or point MLFLOW_SERVER_URL at the internal MLflow root, where no translation is "
+                 "needed), and redeploy.")
 
 
 # -- PROXY_DROPS_REQUEST_BODY ------------------------------------------------------------------------

@@ -244,7 +244,9 @@ def _path_mismatch(e: TriageEvidence) -> Match | None:
     bad = next((x for x in _keyed_tracking(e) if not t.is_artifact(x) and x.status == 404
                 and (t.body_has(x, "RESOURCE_NOT_FOUND") or t.is_html(x))), None)
     if bad is None:
-        return _artifact_path_untranslated(e)
+        from .fidelity import artifact_path_untranslated
+
+        return artifact_path_untranslated(e)
     message = t.detail(bad, 200)
     lost = "api/2.0/mlflow" not in message and "resource was not found" in message.lower()
     if lost:
@@ -258,24 +260,6 @@ def _path_mismatch(e: TriageEvidence) -> Match | None:
                "needed), or keep MLflow below 3.12 while it runs with --static-prefix /mlflow.")
     return Match(f"Authenticated REST calls get 404 from MLflow: {where(bad)} -> {_q(message)}; {why}.",
                  [bad], fix)
-
-
-def _artifact_path_untranslated(e: TriageEvidence) -> Match | None:
-    """F11 (2025-07-22): metadata works through the proxy, only the artifact routes get MLflow's 404."""
-    tracked = _keyed_tracking(e)
-    meta = next((x for x in tracked if x.ok and not t.is_artifact(x)), None)
-    bad = next((x for x in tracked if t.is_artifact(x) and x.status == 404
-                and (t.is_html(x) or t.body_has(x, "RESOURCE_NOT_FOUND"))), None)
-    if meta is None or bad is None:
-        return None
-    return Match(f"Experiments, runs and models work through the proxy ({where(meta)} -> {meta.status}), but the "
-                 f"artifact routes get MLflow's 404: {where(bad)} -> {said(bad)}. The proxy forwards "
-                 "api/2.0/mlflow-artifacts/ to a path MLflow does not serve (translated for api/2.0/mlflow/ only).",
-                 [meta, bad],
-                 "In the API service's MLflow proxy, translate api/2.0/mlflow-artifacts/ to "
-                 "ajax-api/2.0/mlflow-artifacts/ exactly like api/2.0/mlflow/ when MLFLOW_SERVER_URL is the public "
-                 "/mlflow URL (or point MLFLOW_SERVER_URL at the internal MLflow root, where no translation is "
-                 "needed), and redeploy.")
 
 
 def _validations(e: TriageEvidence, style: str | None = None) -> list[tuple[str, str | None, Exchange]]:
