@@ -218,3 +218,13 @@ def test_local_target_with_a_stopped_auth_service_mints_keys_first_then_names_it
 
     assert_root_cause(run, "AUTH_SERVICE_DOWN")
     assert run.report is not None and run.report["target"]["mode"] == "local"
+
+
+@pytest.mark.slow
+def test_leftovers_found_on_xdist_workers_reach_the_controllers_report(run_live, clean_registry):
+    pytest.importorskip("xdist")
+    run = run_live("-n", "2", *DELETE_SELECTION, faults=["drop-delete-body"])
+
+    assert run.primary["code"] == "PROXY_DROPS_REQUEST_BODY", run.explain()
+    assert {"hokusai-canary-proxy", "hokusai-canary-registration"} <= leftover_names(run), run.report
+    assert set(registered_models(clean_registry)) == leftover_names(run)
