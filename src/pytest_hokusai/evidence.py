@@ -25,6 +25,7 @@ __all__ = [
     "Recorder",
     "clean_url",
     "excerpt",
+    "request_body_shape",
 ]
 
 #: Failure classes for exchanges that got no HTTP status.
@@ -49,6 +50,40 @@ def clean_url(url: str) -> str:
             host = f"{host}:{parts.port}"
         parts = parts._replace(netloc=f"***@{host}")
     return redact(urlunsplit(parts))
+
+
+REQUEST_BODY_CHARS = 2000
+
+
+def request_body_shape(json_body: Any = None, data: Any = None) -> str | None:
+    """The redacted shape of a request body, for :attr:`Exchange.request_body`.
+
+    A JSON body is kept as JSON text (keys masked by :func:`redact`); a short text body as it is;
+    anything else by its size (``<N bytes>``) or as ``<stream>``.
+    """
+    import json
+
+    if json_body is not None:
+        try:
+            text = json.dumps(json_body, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return "<json>"
+        return redact(text) if len(text) <= REQUEST_BODY_CHARS else f"<{len(text.encode())} bytes of JSON>"
+    if data is None:
+        return None
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="replace")
+    if isinstance(data, (bytes, bytearray)):
+        raw = bytes(data)
+        if len(raw) <= 200 and b"\x00" not in raw:
+            try:
+                return redact(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        return f"<{len(raw)} bytes>"
+    if isinstance(data, dict):
+        return redact(urlencode(list(data.items())))
+    return "<stream>"
 
 
 def excerpt(body: bytes | str | None, limit: int = EXCERPT_CHARS) -> str:
@@ -82,6 +117,9 @@ class Exchange:
     nodeid: str | None = None  #: the test that made it, if any
     headers: dict[str, str] = field(default_factory=dict)  #: selected response headers
     started_at: float = field(default_factory=time.time)
+    #: the request body's shape, redacted: JSON text (a key in it masked like ``auth``), a short text,
+    #: or ``<N bytes>``; ``None`` when the request had no body. Issue reports rebuild the request from it.
+    request_body: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -84,6 +84,8 @@ def write_key_missing_reports(run: HokusaiRun, settings: HokusaiSettings) -> Non
                                   evidence=["HOKUSAI_API_KEY is unset and no --hokusai-api-key-file was given"],
                                   remediation=rule.fix)]
     _write_reports(run, settings)
+    # no terminal summary follows a usage error: the hand-off's lines go straight to stdout
+    _print_handoff(_StdoutWriter(), _run_handoff(run, settings))
 
 
 def _write_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
@@ -132,6 +134,7 @@ class HokusaiReporting:
         self.distributed = not self.is_worker and bool(getattr(config.option, "numprocesses", None))
         self.live_selected = False
         self.worker_facts: dict[str, Any] = {}  #: facts found by checks on xdist workers
+        self.handoff: Any = None  #: handoff.HandoffOutcome once the run's hand-off is done
 
     # -- collection ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -317,6 +320,8 @@ class HokusaiReporting:
                 )]
         if self.live_selected or live:
             _write_reports(self.run, self.run.settings_if_known() or self.run.base_settings)
+            if not self.config.option.collectonly:  # nothing ran: nobody to tell, nothing to file
+                self.handoff = _run_handoff(self.run, self.run.settings_if_known() or self.run.base_settings)
         self.run.stop()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -336,6 +341,7 @@ class HokusaiReporting:
             head = "ROOT CAUSE" if finding.primary else "also"
             known = " (accepted known issue, --hokusai-accept)" if finding.accepted else ""
             tr.write_line(f"{head}: {finding.code} [{finding.category}]{known} {finding.summary}")
+            tr.write_line(f"    owner: {_owner_of(finding.code)}")
             for line in finding.evidence[:6]:
                 tr.write_line(f"    evidence: {line}")
             if finding.remediation:
@@ -364,6 +370,36 @@ class HokusaiReporting:
         for label, path in (("json", settings.report_json), ("markdown", settings.report_md)):
             if path is not None:
                 tr.write_line(f"hokusai {label} report: {path}")
+        _print_handoff(tr, self.handoff)
+
+
+def _run_handoff(run: HokusaiRun, settings: HokusaiSettings) -> Any:
+    """Issue reports, GitHub summary and annotations, notification (never raises)."""
+    from .handoff import run_handoff
+
+    return run_handoff(run, settings)
+
+
+class _StdoutWriter:
+    def write_line(self, line: str, **markup: Any) -> None:
+        print(line, flush=True)
+
+
+def _print_handoff(tr: Any, outcome: Any) -> None:
+    if outcome is None:
+        return
+    for line in outcome.lines:
+        tr.write_line(line)
+    for line in outcome.warnings:
+        tr.write_line(f"hokusai warning: {line}", yellow=True)
+    for line in outcome.annotations:  # workflow commands: raw lines that start with "::"
+        tr.write_line(line)
+
+
+def _owner_of(code: str) -> str:
+    from .diagnosis.catalog import owner_of
+
+    return owner_of(code)
 
 
 def _short_message(report: pytest.TestReport) -> str:

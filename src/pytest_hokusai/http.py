@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from urllib3.util.retry import Retry
 
-from .evidence import Exchange, Recorder, clean_url, excerpt
+from .evidence import Exchange, Recorder, clean_url, excerpt, request_body_shape
 from .secret import KEY_PREFIXES, Secret, mask, redact
 
 __all__ = [
@@ -510,7 +510,8 @@ class HokusaiSession(requests.Session):
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
         attempt = _Attempt(method=method_s, url=_recorded_url(url_s, kwargs.get("params")),
-                           auth=presentation, label=label)
+                           auth=presentation, label=label,
+                           request_body=request_body_shape(kwargs.get("json"), kwargs.get("data")))
         try:
             attempt.response = super().request(method_s, url_s, **kwargs)
         except Exception as exc:  # noqa: BLE001  # recorded here; request() re-raises, probe() decides
@@ -518,7 +519,8 @@ class HokusaiSession(requests.Session):
             error, detail = classify_error(exc)
             attempt.exchange = self._record(Exchange(
                 method=method_s, url=attempt.url, elapsed_ms=_ms(attempt.started), error=error,
-                error_detail=detail, auth=presentation, label=label, started_at=attempt.started_wall))
+                error_detail=detail, auth=presentation, label=label, started_at=attempt.started_wall,
+                request_body=attempt.request_body))
         return attempt
 
     def _exchange_for(self, attempt: _Attempt, *, with_body: bool) -> Exchange:
@@ -542,7 +544,8 @@ class HokusaiSession(requests.Session):
             method=attempt.method, url=attempt.url, status=response.status_code,
             content_type=response.headers.get("content-type"), body_excerpt=body,
             elapsed_ms=_ms(attempt.started), error=error, error_detail=detail, auth=attempt.auth,
-            label=attempt.label, headers=headers, started_at=attempt.started_wall)
+            label=attempt.label, headers=headers, started_at=attempt.started_wall,
+            request_body=attempt.request_body)
 
     def _record(self, exchange: Exchange) -> Exchange:
         if self.recorder is not None:
@@ -567,6 +570,7 @@ class _Attempt:
     error: Exception | None = None
     exchange: Exchange | None = None
     read_error: tuple[str, str] | None = None
+    request_body: str | None = None
 
     def __post_init__(self) -> None:
         self.started = time.monotonic()

@@ -148,6 +148,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"timeout {settings.timeout:g}s",
         ]
     lines.append(f"hokusai: versions: {version_line}")
+    if settings.report_issues is not None or settings.notify_url is not None:
+        # the notify URL is a secret: only its masked form (scheme and host) is shown
+        lines.append(f"hokusai: hand-off: issue reports {settings.report_issues or 'off'}, "
+                     f"notify {settings.notify_url.masked if settings.notify_url else 'off'}")
     return lines
 
 

@@ -32,7 +32,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .errors import HokusaiError
-from .evidence import Exchange, Recorder, clean_url, excerpt
+from .evidence import Exchange, Recorder, clean_url, excerpt, request_body_shape
 from .http import EXCERPT_BYTES, RECORDED_HEADERS, classify_error, scrub
 from .secret import Secret, mask
 
@@ -477,6 +477,8 @@ def _make_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
                 url = prepared.url or url
         exchange = Exchange(method=str(method).upper(), url=scrub(clean_url(url)), auth=_auth_of(host_creds),
                             label=MLFLOW_LABEL, started_at=started_wall)
+        with contextlib.suppress(Exception):  # evidence must never break the client
+            exchange.request_body = request_body_shape(kwargs.get("json"), kwargs.get("data"))
         try:
             response = original(host_creds, endpoint, method, *args, **kwargs)
         except Exception as exc:

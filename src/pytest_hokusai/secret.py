@@ -22,7 +22,9 @@ __all__ = [
     "KEY_PREFIXES",
     "KEY_SHAPED",
     "Secret",
+    "SecretUrl",
     "mask",
+    "mask_url",
     "redact",
 ]
 
@@ -204,4 +206,95 @@ class Secret:
         return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+
+def mask_url(url: str) -> str:
+    """A URL with its path and query masked: ``https://hooks.slack.com/…`` (scheme, host, port kept).
+
+    Webhook URLs carry their credential in the path (Slack: ``/services/T…/B…/secret``) or the query.
+
+    >>> mask_url("https://hooks.example.com/services/T0/B0/xyz?token=abc")
+    'https://hooks.example.com/…'
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return _ELLIPSIS
+    if not parts.scheme or not host:
+        return _ELLIPSIS
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}/{_ELLIPSIS}"
+
+
+class SecretUrl:
+    """A URL that is a credential (a webhook): shows only :func:`mask_url`'s form, like :class:`Secret`.
+
+    Creating one registers the URL, its path and its query with :func:`redact`, so any text that
+    quotes them (an error message, a traceback, a report) shows the masked form instead.
+    """
+
+    __slots__ = ("_masked", "_raw")
+    _raw: str
+    _masked: str
+
+    def __init__(self, raw: str) -> None:
+        from urllib.parse import urlsplit
+
+        raw = raw.strip()
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_masked", mask_url(raw))
+        with _registry_lock:
+            _registry[raw] = self._masked
+            try:
+                parts = urlsplit(raw)
+            except ValueError:
+                return
+            # the path and the query alone are scrubbed too (they are the credential); only when long
+            # enough not to collide with ordinary text such as "/" or "/hook"
+            for piece in (parts.path, parts.query, parts.path + ("?" + parts.query if parts.query else "")):
+                if len(piece) >= 8:
+                    _registry[piece] = "/" + _ELLIPSIS if piece.startswith("/") else _ELLIPSIS
+
+    def reveal(self) -> str:
+        """The raw URL. Call this only where the request is made."""
+        return self._raw
+
+    @property
+    def masked(self) -> str:
+        return self._masked
+
+    def __repr__(self) -> str:
+        return f"SecretUrl({self._masked!r})"
+
+    def __str__(self) -> str:
+        return self._masked
+
+    def __format__(self, spec: str) -> str:
+        return format(self._masked, spec)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretUrl):
+            return self._raw == other._raw
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("SecretUrl", self._raw))
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError("SecretUrl is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a SecretUrl cannot be pickled (it would write the raw URL)")
+
+    def __copy__(self) -> SecretUrl:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretUrl:
         return self

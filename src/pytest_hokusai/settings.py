@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
-from .secret import Secret
+from .secret import Secret, SecretUrl, mask_url
 
 if TYPE_CHECKING:
     import pytest
@@ -154,6 +154,22 @@ _parse_wait_s = _number_parser("seconds", "10", low=0, high=3_600, low_inclusive
 _parse_factor = _number_parser("times the baseline", "2.0", low=1, high=1_000)
 
 
+def _parse_notify_url(raw: str) -> SecretUrl:
+    # The URL is a credential (a webhook's path or query is its secret): no message here quotes it.
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/T000/B000/XXXX") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an absolute http(s) URL such as https://hooks.slack.com/services/T000/B000/XXXX")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ValueError(f"uses plain http:// for the non-loopback host {host!r}, which would send the webhook's "
+                         "secret unencrypted; use https://")
+    return SecretUrl(value)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """How one setting is spelt, parsed and documented."""
@@ -165,6 +181,7 @@ class SettingSpec:
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     flag: bool = False  #: a store_true switch on the command line
+    secret: bool = False  #: a credential (the notify URL): error messages show it masked
 
     @property
     def option(self) -> str:
@@ -231,6 +248,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("accept", "Diagnosis codes accepted as known issues (comma-separated): their findings stay in "
                 "every report marked accepted, the checks they explain are reported as xfail with the code, "
                 "and they do not fail the verdict", _parse_codes, "", metavar="CODE[,CODE]"),
+    # -- hand-off (issue 13) -----------------------------------------------------------------------
+    SettingSpec("report-issues", "Write one ready-to-file Markdown bug report per finding, addressed to the "
+                "owning team, into this folder", _parse_path, None, metavar="DIR"),
+    SettingSpec("notify-url", "At the end of the run, POST the verdict and root cause to this webhook "
+                "(Slack-compatible JSON); a secret: shown masked", _parse_notify_url, None, metavar="URL",
+                secret=True),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}
 
@@ -264,6 +287,8 @@ class HokusaiSettings:
     baseline: Path | None = None
     regression_factor: float = 2.0
     accept: tuple[str, ...] = ()  #: diagnosis codes accepted as known issues (--hokusai-accept)
+    report_issues: Path | None = None
+    notify_url: SecretUrl | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -324,8 +349,9 @@ def resolve_settings(
         try:
             values[spec.attr] = spec.parse(str(raw))
         except ValueError as exc:
+            shown = mask_url(str(raw)) if spec.secret else str(raw)
             raise SettingsError(
-                f"Invalid value {str(raw)!r} for hokusai setting '{spec.name}' from {where}: {exc}. "
+                f"Invalid value {shown!r} for hokusai setting '{spec.name}' from {where}: {exc}. "
                 f"Fix it there, or override it with {spec.option}."
             ) from None
         sources[spec.attr] = where

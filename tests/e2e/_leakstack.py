@@ -130,7 +130,7 @@ def session_write_key(request: pytest.FixtureRequest, stack: Stack) -> Secret:
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing from the developer's shell reaches the run: no HOKUSAI_*/MLFLOW_TRACKING_* variables."""
     for name in list(os.environ):
-        if name.startswith(("HOKUSAI_", "MLFLOW_TRACKING_")) or name == "PYTEST_ADDOPTS":
+        if name.startswith(("HOKUSAI_", "MLFLOW_TRACKING_", "GITHUB_")) or name == "PYTEST_ADDOPTS":
             monkeypatch.delenv(name, raising=False)
 
 
@@ -145,6 +145,9 @@ def run_scenario(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, 
     _clean_environment(monkeypatch)
     monkeypatch.setenv("HOKUSAI_API_KEY", key.reveal())
     out_dir = pytester.mkdir("out")
+    # the hand-off's outputs are scanned too: issue reports, the GitHub step summary, annotations
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(out_dir / "step-summary.md"))
     if args is None:
         args = ("--pyargs", "pytest_hokusai.checks", "-m", "live")
     url_args: list[str] = []
@@ -157,7 +160,7 @@ def run_scenario(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, 
         *args, *url_args, f"--hokusai-timeout={REQUEST_TIMEOUT_S}", *LOUD_FLAGS,
         f"--html={out_dir / 'r.html'}", "--self-contained-html", f"--junitxml={out_dir / 'j.xml'}",
         f"--hokusai-report-json={out_dir / 'r.json'}", f"--hokusai-report-md={out_dir / 'r.md'}",
-        timeout=SUBPROCESS_TIMEOUT_S,
+        f"--hokusai-report-issues={out_dir / 'issues'}", timeout=SUBPROCESS_TIMEOUT_S,
     )
     seconds = time.monotonic() - started
     report_path = out_dir / "r.json"

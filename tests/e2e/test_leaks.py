@@ -60,6 +60,9 @@ def test_faulted_run_leaks_no_key(request: pytest.FixtureRequest) -> None:
     assert run.report is not None and run.report["verdict"] == "fail", run.describe()
     primary = [d["code"] for d in run.report["diagnoses"] if d.get("primary")]
     assert primary == ["SERVICE_ID_REJECTED"], run.describe()
+    issue = run.out_dir / "issues" / "01-SERVICE_ID_REJECTED.md"
+    assert issue.exists() and "$HOKUSAI_API_KEY" in issue.read_text(encoding="utf-8"), "the issue report is scanned"
+    assert "::error title=SERVICE_ID_REJECTED::" in run.stdout
     _assert_masked_bearer_in_transcripts(run)
     _assert_no_leaks(run)
 

@@ -26,6 +26,7 @@ REPORT_FLAGS = {
     "--html": "report.html",
     "--hokusai-report-json": "hokusai.json",
     "--hokusai-report-md": "TEST_RESULTS.md",
+    "--hokusai-report-issues": "hokusai-issues",
     "--junitxml": "junit.xml",
 }
 
@@ -145,3 +146,19 @@ def test_gate_script_fails_unless_verdict_is_pass(steps: list[dict[str, Any]], t
     assert (done.returncode == 0) is passes, (done.returncode, done.stdout, done.stderr)
     if not passes:
         assert "::error" in done.stdout
+
+
+def test_issue_reports_are_an_artifact_and_the_plugin_writes_the_job_summary(steps: list[dict[str, Any]]) -> None:
+    """The issue-report folder is uploaded; no step copies the summary by hand (the plugin appends it to
+    GITHUB_STEP_SUMMARY itself, so a copy would show it twice)."""
+    upload = steps[_index(steps, lambda s: str(s.get("uses", "")).startswith("actions/upload-artifact@"), "upload")]
+    assert "hokusai-issues" in upload["with"]["path"].split()
+    assert not [s.get("name") for s in steps if "GITHUB_STEP_SUMMARY" in str(s.get("run", ""))]
+
+
+def test_notify_url_comes_from_a_secret_through_the_environment_only(workflow: dict[str, Any],
+                                                                     steps: list[dict[str, Any]]) -> None:
+    step = steps[_pytest_index(steps)]
+    assert step["env"]["HOKUSAI_NOTIFY_URL"] == "${{ secrets.HOKUSAI_NOTIFY_URL }}"
+    assert not any("--hokusai-notify-url" in str(s.get("run", "")) for s in steps)
+    assert WORKFLOW.read_text(encoding="utf-8").count("secrets.HOKUSAI_NOTIFY_URL") == 1

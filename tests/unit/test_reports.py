@@ -94,7 +94,7 @@ def assert_schema(report: dict[str, Any]) -> None:
     assert report["verdict"] in ("pass", "fail")
     assert tuple(report["target"])[: len(TARGET_KEYS)] == TARGET_KEYS
     for diag in report["diagnoses"]:
-        assert {"code", "category", "primary", "summary", "evidence", "remediation"} <= set(diag)
+        assert {"code", "category", "primary", "summary", "evidence", "remediation", "owner"} <= set(diag)
         assert isinstance(diag["accepted"], bool)
         assert isinstance(diag["primary"], bool) and isinstance(diag["evidence"], list)
     for check in report["checks"]:

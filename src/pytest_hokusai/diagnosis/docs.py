@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .catalog import owner_of
 from .rules import PRECEDENCE, RULES
 
 __all__ = ["DOC_PATH", "REGENERATE_COMMAND", "main", "render_troubleshooting"]
@@ -65,7 +66,7 @@ def render_troubleshooting() -> str:
             "",
             f"## {rule.code}",
             "",
-            f"**{rule.title}.** Category: {rule.category}. History: {rule.history}.",
+            f"**{rule.title}.** Category: {rule.category}. Owner: {owner_of(rule.code)}. History: {rule.history}.",
             "",
             f"- **Symptom:** {rule.symptom}",
             f"- **Likely cause:** {rule.cause}",

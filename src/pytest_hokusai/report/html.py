@@ -179,6 +179,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
              f"({_text(primary.get('category'))})"
              + (' <span class="hk-accepted">accepted known issue</span>' if primary.get("accepted") else "")
              + f" \u2014 {_text(primary.get('summary'))}"),
+            f'<div class="hk-owner"><b>Owner:</b> <code>{_text(primary.get("owner") or "")}</code></div>',
             f'<div class="hk-remedy"><b>Remedy:</b> {_text(primary.get("remediation") or "see the evidence")}</div>',
             _evidence_list(primary.get("evidence") or []),
             "</div>",
@@ -194,6 +195,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
             items.append(
                 f"<li><code>{_text(finding.get('code'))}</code> ({_text(finding.get('category'))}) "
                 f"{_text(finding.get('summary'))}"
+                + (f" <i>Owner:</i> <code>{_text(finding.get('owner'))}</code>" if finding.get("owner") else "")
                 + (f" <i>Remedy:</i> {_text(remedy)}" if remedy else "")
                 + (_evidence_list(finding.get("evidence") or []).replace("<details open>", "<details>"))
                 + "</li>"

@@ -72,6 +72,14 @@ def ordered_findings(findings: list[Finding]) -> list[Finding]:
     return out
 
 
+def _with_owner(diagnosis: dict[str, Any]) -> dict[str, Any]:
+    """A diagnosis with ``owner``: the team that fixes its code (DESIGN.md; diagnosis.catalog)."""
+    from ..diagnosis.catalog import owner_of
+
+    diagnosis.setdefault("owner", owner_of(str(diagnosis.get("code"))))
+    return diagnosis
+
+
 def build_json_report(
     state: RunState,
     settings: HokusaiSettings,
@@ -106,7 +114,7 @@ def build_json_report(
         "schema": SCHEMA,
         "verdict": state.verdict,
         "target": block,
-        "diagnoses": [f.to_dict() for f in ordered_findings(list(state.findings))],
+        "diagnoses": [_with_owner(f.to_dict()) for f in ordered_findings(list(state.findings))],
         "checks": checks,
         "timings": state.timings_block(),
         "leftovers": [left.to_dict() for left in state.leftovers],

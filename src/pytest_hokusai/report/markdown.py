@@ -62,6 +62,8 @@ def _finding(lines: list[str], finding: Mapping[str, Any], heading: str) -> None
     known = " \u2014 accepted known issue (`--hokusai-accept`)" if finding.get("accepted") else ""
     lines.append(f"{heading} `{finding.get('code', '?')}` ({finding.get('category', 'other')}){known}")
     lines.append("")
+    if finding.get("owner"):
+        lines += [f"**Owner:** `{finding['owner']}`", ""]
     if finding.get("summary"):
         lines += [" ".join(str(finding["summary"]).split()), ""]
     evidence = list(finding.get("evidence") or [])
