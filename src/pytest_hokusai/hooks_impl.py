@@ -200,9 +200,17 @@ class HokusaiReporting:
                 data["remediation"] = finding.remediation
                 report.hokusai_diagnosis = finding.code  # type: ignore[attr-defined]  # read by report.html
                 _prefix_failure(report, finding)
+                if report.when == "call" and finding.code in self.run.base_settings.accept:
+                    from .known_issues import accept_as_xfail
+
+                    accept_as_xfail(report, finding)  # a known issue: xfail carrying the code
+                    data["accepted"] = True
             if self.run.triage is not None and self.run.triage.facts:
                 # facts found by checks (revocation delay, latency misses) travel to the controller
                 data["facts"] = dict(self.run.triage.facts)
+        leftovers = self.run.state.drain_unsent_leftovers()
+        if leftovers and self.is_worker:  # the controller lists them (RunState.leftovers)
+            data["leftovers"] = [left.to_dict() for left in leftovers]
         if data:
             setattr(report, REPORT_ATTR, data)
 
@@ -236,9 +244,13 @@ class HokusaiReporting:
             return
         if report.when == "call" or not report.passed:
             data = getattr(report, REPORT_ATTR, None) or {}
-            outcome = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
+            outcome: str = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
             if report.when == "setup" and report.skipped:
                 outcome = "skipped"
+            if report.skipped and hasattr(report, "wasxfail"):
+                from .known_issues import XFAILED
+
+                outcome = XFAILED
             message = ""
             if report.failed or report.skipped:
                 message = _short_message(report)
@@ -261,6 +273,10 @@ class HokusaiReporting:
             if self.distributed:
                 for ex in exchanges:
                     self.run.state.recorder.add(ex)
+                from .state import Leftover
+
+                for left in data.get("leftovers") or []:
+                    self.run.state.add_leftover(Leftover(**left))
             for name, values in _exchange_timings(exchanges, self.run.settings_if_known()).items():
                 for value in values:
                     self.run.state.time(name, value)
@@ -274,7 +290,9 @@ class HokusaiReporting:
         state = self.run.state
         state.target = self.run.target_block()
         live = state.live_checks
-        if any(c.outcome in ("failed", "error") for c in live):
+        accepted = self.run.base_settings.accept
+        explained = any(c.outcome == "xfailed" and c.diagnosis in accepted for c in live)
+        if any(c.outcome in ("failed", "error") for c in live) or explained:
             try:
                 evidence = self.run.ensure_triage()
                 for name, value in self.worker_facts.items():
@@ -289,8 +307,11 @@ class HokusaiReporting:
                 state.findings = diagnose(evidence)
             except Exception as exc:
                 self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
-            if not state.findings:
-                failed = [c for c in live if c.outcome in ("failed", "error")]
+            from .known_issues import mark_accepted
+
+            mark_accepted(state.findings, accepted)
+            failed = [c for c in live if c.outcome in ("failed", "error")]
+            if not state.findings and failed:
                 state.findings = [Finding(
                     code="UNEXPECTED_RESPONSE", category="other", primary=True,
                     summary=f"{len(failed)} live check(s) failed and no rule explains it.",
@@ -308,7 +329,7 @@ class HokusaiReporting:
         if self.is_worker:
             return
         state = self.run.state
-        if not state.live_checks and not state.findings:
+        if not state.live_checks and not state.findings and not state.leftovers:
             return
         tr = terminalreporter
         tr.section("hokusai diagnosis", sep="=", bold=True, red=state.verdict == "fail",
@@ -319,7 +340,8 @@ class HokusaiReporting:
             tr.write_line("no findings: every selected live check passed")
         for finding in state.findings:
             head = "ROOT CAUSE" if finding.primary else "also"
-            tr.write_line(f"{head}: {finding.code} [{finding.category}] {finding.summary}")
+            known = " (accepted known issue, --hokusai-accept)" if finding.accepted else ""
+            tr.write_line(f"{head}: {finding.code} [{finding.category}]{known} {finding.summary}")
             tr.write_line(f"    owner: {_owner_of(finding.code)}")
             for line in finding.evidence[:6]:
                 tr.write_line(f"    evidence: {line}")
@@ -327,6 +349,13 @@ class HokusaiReporting:
                 tr.write_line(f"    fix: {finding.remediation}")
         if self.run.triage_error:
             tr.write_line(f"(diagnosis incomplete: {self.run.triage_error})")
+        if state.leftovers:
+            from .known_issues import leftover_lines
+
+            tr.write_line(f"leftovers: {len(state.leftovers)} thing(s) this run created and could not remove "
+                          "(later runs reuse the canary names, so they do not multiply):")
+            for line in leftover_lines(state.leftovers):
+                tr.write_line(f"  {line}")
         settings = self.run.base_settings
         try:
             diff = _baseline_diff(self.run, self.run.settings_if_known() or settings)

@@ -48,6 +48,7 @@ __all__ = [
     "HokusaiSession",
     "ProbeResult",
     "classify_error",
+    "html_title",
     "parse_json_safely",
     "scrub",
 ]
@@ -535,6 +536,9 @@ class HokusaiSession(requests.Session):
         body = ""
         if with_body:
             body = scrub(excerpt(response.content[:EXCERPT_BYTES] if response.content else b""))
+            title = html_title(response.content or b"", response.headers.get("content-type"))
+            if title:  # what a wrong URL turned out to be (NOT_HOKUSAI_API), even past the excerpt
+                headers["html-title"] = scrub(title)
         error, detail = attempt.read_error if attempt.read_error else (None, None)
         return Exchange(
             method=attempt.method, url=attempt.url, status=response.status_code,
@@ -571,6 +575,27 @@ class _Attempt:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
         self.started_wall = time.time()
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+#: How far into an HTML body the ``<title>`` is looked for.
+TITLE_SEARCH_BYTES = 64 * 1024
+
+
+def html_title(body: bytes, content_type: str | None = None) -> str | None:
+    """The ``<title>`` of an HTML body (whitespace collapsed, at most 120 characters), else ``None``.
+
+    >>> html_title(b"<html><head><title> Example  Domain </title></head></html>", "text/html")
+    'Example Domain'
+    """
+    head = body[:TITLE_SEARCH_BYTES]
+    if "html" not in (content_type or "").lower() and head.lstrip()[:1] != b"<":
+        return None
+    match = _TITLE.search(head)
+    if match is None:
+        return None
+    title = " ".join(match.group(1).decode("utf-8", errors="replace").split())
+    return (title if len(title) <= 120 else title[:119] + "\u2026") or None
 
 
 def _ms(started: float) -> float:

@@ -142,8 +142,10 @@ class LocalTarget:
 
     def _start(self) -> LocalTargetInfo:
         from .stack import start_stack  # heavy part loads only now
+        from .stack.stopped import without_process_faults
 
-        context = start_stack(faults=self._faults, progress=self._say)
+        # auth-stopped / mlflow-stopped stop a process: mint the keys first, then stop it (below)
+        context = start_stack(faults=without_process_faults(self._faults), progress=self._say)
         self._context = context
         stack = context.__enter__()
         self._stack = stack
@@ -155,6 +157,8 @@ class LocalTarget:
             # proxy so that its validation is cached, then revoke it.
             _use_once(stack.tracking_uri, revoked)
         stack.revoke(revoked)
+        if tuple(self._faults) != without_process_faults(self._faults):
+            stack.set_faults(self._faults)
         keys = HokusaiKeys(primary=primary, readonly=readonly, revoked=revoked)
         return LocalTargetInfo(
             api_url=stack.api_url, auth_url=stack.auth_url, tracking_uri=stack.tracking_uri,

@@ -10,7 +10,8 @@ MARKERS: dict[str, str] = {
             "selected with -m live",
     "hokusai_auth": "checks the auth service directly: health, key validation in both styles, contract",
     "hokusai_bearer": "checks how the proxy accepts the key: no key, Bearer, ApiKey, X-API-Key, MLflow client",
-    "hokusai_proxy": "checks the API service and its MLflow proxy: health, routes, discovery matrix",
+    "hokusai_proxy": "checks the API service and its MLflow proxy: health, routes, discovery matrix, deletes "
+                     "through the proxy",
     "hokusai_registration": "checks the full train, log, register, verify, load-back flow through the proxy",
     "hokusai_edge": "checks edge cases: bad, unknown, revoked, expired and read-only keys; concurrency; large models",
     "hokusai_perf": "checks latency and registration time against the hokusai_budget_* settings",

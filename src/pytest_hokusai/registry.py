@@ -244,6 +244,8 @@ class Registration:
     version: str | None = None
     #: whether the model loaded back from the registry predicts exactly as trained (None: not checked)
     predictions_match: bool | None = None
+    #: whether this flow created the registered model (False: a canary from an earlier run got a version)
+    model_created: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -337,12 +339,25 @@ def register_toy_model(
             reg.model_uri = info.model_uri
 
         with _step("register", reg):
-            client.create_registered_model(name, description="created by pytest-hokusai; safe to delete")
+            # A canary name (pytest_hokusai.canary) may exist from an earlier run: a new version of it.
+            from .canary import ensure_registered_model
+
+            reg.model_created = ensure_registered_model(client, name)
             created()
-            version = client.create_model_version(
-                name, source=reg.model_uri, run_id=reg.run_id, model_id=getattr(info, "model_id", None),
-                await_creation_for=0,
-            )
+            try:
+                version = client.create_model_version(
+                    name, source=reg.model_uri, run_id=reg.run_id, model_id=getattr(info, "model_id", None),
+                    await_creation_for=0,
+                )
+            except Exception as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                # another run removed the (empty) canary between our two calls: register it again
+                reg.model_created = ensure_registered_model(client, name) or reg.model_created
+                version = client.create_model_version(
+                    name, source=reg.model_uri, run_id=reg.run_id, model_id=getattr(info, "model_id", None),
+                    await_creation_for=0,
+                )
             reg.version = str(version.version)
             _wait_ready(client, name, reg.version, ready_timeout)
 

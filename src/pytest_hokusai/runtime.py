@@ -127,6 +127,10 @@ class HokusaiRun:
                 return HokusaiSession(**kwargs)
 
             self.triage = run_triage(settings, keys, session_factory)
+            from .canary import triage_leftovers
+
+            for leftover in triage_leftovers(self.triage):
+                self.state.add_leftover(leftover)
         return self.triage
 
     def stop(self) -> None:

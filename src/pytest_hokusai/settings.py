@@ -135,6 +135,17 @@ def _number_parser(unit: str, example: str, *, low: float, high: float, low_incl
     return parse
 
 
+def _parse_codes(raw: str) -> tuple[str, ...]:
+    """``CODE[,CODE]`` of the diagnosis catalogue, upper-cased, duplicates dropped, order kept."""
+    from .diagnosis.catalog import CODES
+
+    names = [part.strip().upper() for part in raw.replace(";", ",").replace(" ", ",").split(",") if part.strip()]
+    unknown = [name for name in names if name not in CODES]
+    if unknown:
+        raise ValueError(f"unknown diagnosis code(s) {', '.join(unknown)}; valid codes: {', '.join(CODES)}")
+    return tuple(dict.fromkeys(names))
+
+
 _parse_budget_ms = _number_parser("milliseconds", "1000", low=0, high=600_000)
 _parse_budget_s = _number_parser("seconds", "120", low=0, high=86_400)
 _parse_concurrency = _number_parser("clients", "8", low=1, high=64, low_inclusive=True, integer=True)
@@ -234,6 +245,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "what still fails, what newly fails and how latency changed", _parse_path, None, metavar="PATH"),
     SettingSpec("regression-factor", "With --hokusai-baseline: a p50 latency more than this many times the "
                 "baseline's fails the performance check", _parse_factor, "2.0", metavar="FACTOR"),
+    SettingSpec("accept", "Diagnosis codes accepted as known issues (comma-separated): their findings stay in "
+                "every report marked accepted, the checks they explain are reported as xfail with the code, "
+                "and they do not fail the verdict", _parse_codes, "", metavar="CODE[,CODE]"),
     # -- hand-off (issue 13) -----------------------------------------------------------------------
     SettingSpec("report-issues", "Write one ready-to-file Markdown bug report per finding, addressed to the "
                 "owning team, into this folder", _parse_path, None, metavar="DIR"),
@@ -272,6 +286,7 @@ class HokusaiSettings:
     revocation_wait_s: float = 10.0
     baseline: Path | None = None
     regression_factor: float = 2.0
+    accept: tuple[str, ...] = ()  #: diagnosis codes accepted as known issues (--hokusai-accept)
     report_issues: Path | None = None
     notify_url: SecretUrl | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -295,7 +310,8 @@ class HokusaiSettings:
         rows = []
         for spec in SETTINGS:
             value = getattr(self, spec.attr)
-            rows.append((spec.name, "" if value is None else str(value), self.sources.get(spec.attr, "default")))
+            shown = ",".join(value) if isinstance(value, tuple) else "" if value is None else str(value)
+            rows.append((spec.name, shown, self.sources.get(spec.attr, "default")))
         return rows
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "CATEGORIES",
     "CheckResult",
     "Finding",
+    "Leftover",
     "RunState",
     "TimingSeries",
     "percentile",
@@ -36,6 +37,8 @@ class Finding:
     evidence: list[str] = field(default_factory=list)  #: Exchange.summary() lines and facts
     remediation: str = ""
     primary: bool = False
+    #: the code is in --hokusai-accept: a known issue, reported but not failing the verdict
+    accepted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,7 +48,21 @@ class Finding:
             "summary": self.summary,
             "evidence": list(self.evidence),
             "remediation": self.remediation,
+            "accepted": self.accepted,
         }
+
+
+@dataclass
+class Leftover:
+    """Something the run created on the deployment and could not remove (JSON ``leftovers``)."""
+
+    kind: str  #: registered_model | experiment | artifact
+    name: str
+    why: str  #: what the removal got (redacted)
+    remove: str = ""  #: how to remove it by hand
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "why": self.why, "remove": self.remove}
 
 
 @dataclass
@@ -107,11 +124,31 @@ class RunState:
     registration_s: float | None = None
     #: target block of the JSON report (mode, urls, masked key, versions)
     target: dict[str, Any] = field(default_factory=dict)
+    #: what the run created and could not remove (one entry per kind and name)
+    leftovers: list[Leftover] = field(default_factory=list)
+    _unsent_leftovers: list[Leftover] = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def time(self, name: str, value: float) -> None:
         with self._lock:
             self.timings.setdefault(name, TimingSeries()).add(value)
+
+    def add_leftover(self, leftover: Leftover) -> None:
+        """Record a leftover; a second one of the same kind and name adds its reason to the first."""
+        with self._lock:
+            for known in self.leftovers:
+                if (known.kind, known.name) == (leftover.kind, leftover.name):
+                    if leftover.why and leftover.why not in known.why:
+                        known.why = f"{known.why}; {leftover.why}" if known.why else leftover.why
+                    return
+            self.leftovers.append(leftover)
+            self._unsent_leftovers.append(leftover)
+
+    def drain_unsent_leftovers(self) -> list[Leftover]:
+        """Leftovers recorded since the last call (a worker sends them to the controller with a report)."""
+        with self._lock:
+            out, self._unsent_leftovers = self._unsent_leftovers, []
+            return out
 
     def record_check(self, result: CheckResult) -> None:
         with self._lock:
@@ -129,10 +166,13 @@ class RunState:
     @property
     def verdict(self) -> str:
         """``pass`` only when no live check failed or errored, at least one passed, and there is
-        no finding. A run whose live checks all skipped is a ``fail``: a deploy gate must never
+        no finding but accepted ones (``--hokusai-accept``; their checks are ``xfailed``). A run whose live checks all skipped is a ``fail``: a deploy gate must never
         pass by skipping. A check skipped for a missing optional part (the SDK) does not fail it."""
         live = self.live_checks
-        if any(c.outcome in ("failed", "error") for c in live) or any(f.primary for f in self.findings):
+        if any(c.outcome in ("failed", "error") for c in live) or any(f.primary for f in self.findings
+                                                                          if not f.accepted):
+            return "fail"
+        if any(not f.accepted for f in self.findings):  # accepted root cause, an independent finding left
             return "fail"
         return "pass" if any(c.outcome == "passed" for c in live) else "fail"
 

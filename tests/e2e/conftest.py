@@ -182,6 +182,7 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
     * ``api_url`` / ``auth_url``: other URLs than the stack's; with ``use_stack=False`` no stack is
       started or contacted at all.
     * ``hokusai_timeout``: passed as ``--hokusai-timeout`` (``None``: not passed).
+    * ``ini``: the run's pytest.ini text (default :data:`PYTEST_INI`).
 
     Every run is checked for ``INTERNALERROR`` and for full API keys in its output and report; the
     JSON report is parsed (and must exist unless ``expect_report=False``).
@@ -190,8 +191,8 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
     def run(*args: str, env: Mapping[str, str | None] | None = None, faults: list[str] | None = None,
             api_url: str | None = None, auth_url: str | None = None, use_stack: bool = True,
             expect_report: bool = True, hokusai_timeout: float | None = RUN_TIMEOUT_S,
-            timeout: float = SUBPROCESS_TIMEOUT_S) -> LiveRun:
-        pytester.makefile(".ini", pytest=PYTEST_INI)
+            timeout: float = SUBPROCESS_TIMEOUT_S, ini: str = PYTEST_INI) -> LiveRun:
+        pytester.makefile(".ini", pytest=ini)
         _clean_environment(monkeypatch)
         environ: dict[str, str | None] = {}
         if use_stack:

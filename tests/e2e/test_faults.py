@@ -27,7 +27,10 @@ from pytest_hokusai.stack.faults import FAULTS
 from .conftest import FAST_SELECTION, RUN_TIMEOUT_S, WITH_REGISTRATION, LiveRun
 
 #: Faults that no plain HTTP check sees: only MLflow writes (experiment create, artifact upload) fail.
-NEEDS_REGISTRATION = {"write-scope", "artifacts-disabled"}
+NEEDS_REGISTRATION = {"write-scope", "artifacts-disabled", "artifact-path-untranslated"}
+#: Faults only a delete through the proxy reveals: the hokusai_proxy delete check (MLflow client).
+NEEDS_PROXY_DELETE = {"drop-delete-body"}
+PROXY_DELETE_SELECTION = ("-m", "live and hokusai_proxy", "-k", "mlflow_client_deletes or api_health")
 #: Faults only the SDK sees (its registration event): end to end in test_sdk.py, with the SDK's checks.
 SDK_EVENT_FAULTS = {"events-route-missing", "events-hook-fails"}
 HEALTHY_RUNS = 5
@@ -61,6 +64,8 @@ def assert_diagnosed(run: LiveRun, code: str) -> None:
 def test_fault_is_diagnosed(run_live, e2e_stack, name):
     fault = FAULTS[name]
     selection = WITH_REGISTRATION if name in NEEDS_REGISTRATION else FAST_SELECTION
+    if name in NEEDS_PROXY_DELETE:
+        selection = PROXY_DELETE_SELECTION
     env: dict[str, str | None] = {}
     args: list[str] = []
     if name == "revocation-delay":

@@ -41,6 +41,7 @@ WRITE_CHECKS = {
     "test_perf.py::test_registration_time",
     "test_edge.py::test_concurrent_clients_lose_no_registration",
     "test_edge.py::test_large_model_artifact_roundtrip",
+    "test_proxy.py::test_mlflow_client_deletes_through_proxy",
 } | (SDK_WRITE_CHECKS if SDK_INSTALLED else set())
 
 #: Checks that need the proxy to accept a valid key: the writes above and every authenticated read.
@@ -82,6 +83,7 @@ def assert_healthy(run: LiveRun) -> None:
     assert run.report is not None
     assert run.report["verdict"] == "pass", run.explain()
     assert run.report["diagnoses"] == [], run.explain()
+    assert run.report["leftovers"] == [], run.report["leftovers"]  # a healthy deployment keeps nothing
     assert len(run.report["checks"]) == sum(outcomes.get(k, 0) for k in ("passed", "skipped", "failed", "error"))
     assert all(c["diagnosis"] is None for c in run.report["checks"]), run.explain()
     assert all("live" in c["markers"] for c in run.report["checks"]), run.report["checks"]

@@ -55,7 +55,8 @@ DESIGN_CODES = {
     "KEY_LACKS_WRITE_SCOPE": "credentials", "REGISTRY_ADMIN_REQUIRED": "credentials",
     "PAYMENT_REQUIRED": "credentials", "RATE_LIMITED": "credentials",
     "AUTH_BYPASS": "security", "REVOCATION_DELAYED": "security",
-    "CLIENT_TOKEN_LOST": "client", "LATENCY_BUDGET_EXCEEDED": "other", "UNEXPECTED_RESPONSE": "other",
+    "CLIENT_TOKEN_LOST": "client", "PROXY_DROPS_REQUEST_BODY": "deployment", "NOT_HOKUSAI_API": "configuration",
+    "LATENCY_BUDGET_EXCEEDED": "other", "UNEXPECTED_RESPONSE": "other",
 }
 #: Added by issue 11 (the SDK), after the table's original codes.
 DESIGN_CODES |= {"SDK_EVENT_ROUTE_MISSING": "deployment", "SDK_EVENT_REJECTED": "deployment",
@@ -347,6 +348,31 @@ def s_client_token_lost() -> TriageEvidence:  # F15
     return e
 
 
+#: MLflow 3.x's exact answer to a DELETE whose JSON body the proxy dropped (contract section 5).
+MISSING_NAME = {"error_code": "INVALID_PARAMETER_VALUE",
+                "message": "Missing value for required parameter 'name'. See the API docs for more information "
+                           "about request parameters."}
+
+
+def s_drops_delete_body() -> TriageEvidence:  # section 5, fault drop-delete-body
+    e = healthy()
+    e.add_probe(ev.MODEL_DELETE, x("DELETE", REST + "/registered-models/delete", 400, MISSING_NAME, auth=BEARER))
+    return e
+
+
+CATCH_ALL = ("<!doctype html><html><head><meta charset=utf-8><title>Hokusai \u2013 Own your AI</title></head>"
+             "<body><div id=root></div></body></html>")
+
+
+def s_not_hokusai_api() -> TriageEvidence:  # --hokusai-api-url at a website whose catch-all answers HTML 200
+    e = healthy()
+    for name in (ev.API_HEALTH, ev.PROXY_NO_KEY, ev.PROXY_KEY, ev.PROXY_UNKNOWN_KEY, ev.PROXY_REVOKED_KEY,
+                 ev.API_HEALTH_MLFLOW, *ev.WRITE_PROBES, ev.ARTIFACT_GET, ev.MODEL_DELETE, ev.EXPERIMENT_DELETE):
+        old = e.probes[name]
+        e.add_probe(name, x(old.method, old.url, 200, CATCH_ALL, ctype="text/html; charset=utf-8", auth=old.auth))
+    return e
+
+
 AUTH_PERF = "checks/test_perf.py::test_auth_validation_latency"
 PROXY_PERF = "checks/test_perf.py::test_proxy_request_latency"
 
@@ -377,6 +403,7 @@ SCENARIOS: dict[str, Callable[[], TriageEvidence]] = {
     "REGISTRY_ADMIN_REQUIRED": s_registry_admin, "PAYMENT_REQUIRED": s_payment, "RATE_LIMITED": s_rate_limited,
     "AUTH_BYPASS": s_auth_bypass, "REVOCATION_DELAYED": s_revocation_delayed,
     "CLIENT_TOKEN_LOST": s_client_token_lost, "LATENCY_BUDGET_EXCEEDED": s_latency,
+    "PROXY_DROPS_REQUEST_BODY": s_drops_delete_body, "NOT_HOKUSAI_API": s_not_hokusai_api,
     "UNEXPECTED_RESPONSE": s_unexpected,
 }
 
@@ -642,7 +669,7 @@ def test_404_plain_text_vs_json_not_found_vs_resource_not_found() -> None:
     art.add_probe(ev.ARTIFACT_PUT, x("PUT", ARTIFACT, 404, {"error_code": "RESOURCE_NOT_FOUND", "message":
                   "The requested resource was not found: api/2.0/mlflow-artifacts/artifacts/x"}, auth=BEARER))
     art.probes.pop(ev.ARTIFACT_GET)
-    assert primary(diagnose(art)).code == "ARTIFACTS_DISABLED"
+    assert primary(diagnose(art)).code == "MLFLOW_PATH_MISMATCH"  # F11: the artifact path is untranslated
 
 
 def test_details_are_read_from_cut_short_and_structured_bodies() -> None:

@@ -86,13 +86,16 @@ def failing_state(evidence_extra: str = "") -> RunState:
 
 # -- JSON ----------------------------------------------------------------------------------------
 def assert_schema(report: dict[str, Any]) -> None:
-    assert tuple(report) == TOP_LEVEL_KEYS
+    assert tuple(report)[: len(TOP_LEVEL_KEYS)] == TOP_LEVEL_KEYS  # added keys follow (DESIGN.md)
+    assert isinstance(report["leftovers"], list)
+    for left in report["leftovers"]:
+        assert {"kind", "name", "why"} <= set(left)
     assert report["schema"] == SCHEMA == "pytest-hokusai/1"
     assert report["verdict"] in ("pass", "fail")
     assert tuple(report["target"])[: len(TARGET_KEYS)] == TARGET_KEYS
     for diag in report["diagnoses"]:
-        # the documented keys; later additions (accepted) may follow
         assert {"code", "category", "primary", "summary", "evidence", "remediation", "owner"} <= set(diag)
+        assert isinstance(diag["accepted"], bool)
         assert isinstance(diag["primary"], bool) and isinstance(diag["evidence"], list)
     for check in report["checks"]:
         assert set(check) == {"nodeid", "outcome", "duration_s", "markers", "diagnosis"}

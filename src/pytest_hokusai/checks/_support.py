@@ -21,3 +21,9 @@ def json_detail(result: Any) -> Any:
     if isinstance(body, dict):
         return body.get("detail")
     return None
+
+
+def keep_leftovers(hokusai_run, leftovers) -> None:
+    """Record what a check could not remove (listed in every report); never fails the check."""
+    for leftover in leftovers:
+        hokusai_run.state.add_leftover(leftover)

@@ -24,7 +24,7 @@ import pytest
 
 from ..secret import Secret
 from ..settings import EXPIRED_KEY_ENV, READONLY_KEY_ENV, REVOKED_KEY_ENV, extra_key
-from ._support import describe
+from ._support import describe, keep_leftovers
 
 pytestmark = [pytest.mark.live, pytest.mark.hokusai_edge]
 
@@ -62,10 +62,21 @@ def test_bad_key_is_rejected_with_401(hokusai_session, hokusai_settings, case):
     key = {"malformed": Secret(MALFORMED_KEY, source="edge check (malformed)"), "unknown": unknown_key(),
            "none": None}[case]
     result = _search(hokusai_session, hokusai_settings, key, f"check:edge-{case}-key")
+    _fail_if_not_mlflow(result, hokusai_settings, BAD_KEYS[case])
     assert not result.ok, (
         f"AUTH_BYPASS: the proxy served MLflow to a request with {BAD_KEYS[case]}: {describe(result)}"
     )
     assert result.status == 401, f"the proxy must answer {BAD_KEYS[case]} with 401: {describe(result)}"
+
+
+def _fail_if_not_mlflow(result, settings, what):
+    """A 2xx that is not MLflow's JSON (a website's catch-all, a login page) is a wrong URL, never an
+    open registry: fail with NOT_HOKUSAI_API saying what answered instead of claiming AUTH_BYPASS."""
+    from ..diagnosis.tells import is_mlflow_search, what_answered
+
+    if result.ok and not is_mlflow_search(result.exchange):
+        pytest.fail(f"NOT_HOKUSAI_API: {settings.tracking_uri} answered {what_answered(result.exchange)} to a "
+                    f"request with {what}, which is not MLflow: {describe(result)}", pytrace=False)
 
 
 def _add_facts(hokusai_run, facts):
@@ -82,6 +93,7 @@ def test_revoked_key_is_rejected(hokusai_session, hokusai_settings, hokusai_keys
     if key is None:
         pytest.skip(f"no revoked key: export {REVOKED_KEY_ENV} (a key revoked in the Hokusai dashboard), {LOCAL_HINT}")
     first = _search(hokusai_session, hokusai_settings, key, "check:edge-revoked-key")
+    _fail_if_not_mlflow(first, hokusai_settings, f"the revoked key {key.masked}")
     if not first.ok:
         assert first.status == 401, f"the proxy must answer a revoked key with 401: {describe(first)}"
         return
@@ -130,11 +142,15 @@ def _expired_key(hokusai_run):
 def test_expired_key_is_rejected(hokusai_session, hokusai_settings, hokusai_run):
     key = _expired_key(hokusai_run)
     result = _search(hokusai_session, hokusai_settings, key, "check:edge-expired-key")
+    _fail_if_not_mlflow(result, hokusai_settings, f"the expired key {key.masked}")
     assert not result.ok, f"the proxy served MLflow to the expired key {key.masked}: {describe(result)}"
     assert result.status == 401, f"the proxy must answer an expired key with 401: {describe(result)}"
 
 
-def test_readonly_key_reads_but_cannot_write(hokusai_session, hokusai_settings, hokusai_keys, hokusai_unique_name):
+def test_readonly_key_reads_but_cannot_write(hokusai_session, hokusai_settings, hokusai_keys, hokusai_unique_name,
+                                            hokusai_run):
+    from ..canary import canary_name
+
     key = hokusai_keys.readonly
     if key is None:
         pytest.skip(f"no read-only key: export {READONLY_KEY_ENV} (a key with the read scope only), {LOCAL_HINT}")
@@ -143,7 +159,7 @@ def test_readonly_key_reads_but_cannot_write(hokusai_session, hokusai_settings, 
     base = hokusai_settings.tracking_uri + MLFLOW_API
     writes = {
         "experiments/create": {"name": hokusai_unique_name("hokusai-edge-readonly-exp")},
-        "registered-models/create": {"name": hokusai_unique_name("hokusai-edge-readonly-model")},
+        "registered-models/create": {"name": canary_name("readonly")},
     }
     served = []
     for path, body in writes.items():
@@ -151,20 +167,27 @@ def test_readonly_key_reads_but_cannot_write(hokusai_session, hokusai_settings, 
                                        label="check:edge-readonly-write")
         if result.ok:
             served.append(describe(result))
-            _undo(hokusai_session, base, path, body, result.json)
+            _undo(hokusai_session, base, path, body, result.json, hokusai_run)
             continue
         assert result.status == 403, f"a write with the read-only key must get 403: {describe(result)}"
     assert not served, f"the proxy let the read-only key {key.masked} write: {'; '.join(served)}"
 
 
-def _undo(session, base, path, body, answer):
-    """Delete what a wrongly allowed write created (with the primary key)."""
+def _undo(session, base, path, body, answer, hokusai_run):
+    """Delete what a wrongly allowed write created (with the primary key); a failure is a leftover."""
+    from ..canary import experiment_leftover, model_leftover
+
+    result = None
     if path == "experiments/create" and isinstance(answer, dict) and answer.get("experiment_id"):
-        session.probe("POST", f"{base}/experiments/delete", json={"experiment_id": answer["experiment_id"]},
-                      label="check:edge-cleanup")
+        result = session.probe("POST", f"{base}/experiments/delete", json={"experiment_id": answer["experiment_id"]},
+                               label="check:edge-cleanup")
+        if not result.ok:
+            keep_leftovers(hokusai_run, [experiment_leftover(body["name"], describe(result))])
     elif path == "registered-models/create":
-        session.probe("DELETE", f"{base}/registered-models/delete", json={"name": body["name"]},
-                      label="check:edge-cleanup")
+        result = session.probe("DELETE", f"{base}/registered-models/delete", json={"name": body["name"]},
+                               label="check:edge-cleanup")
+        if not result.ok:
+            keep_leftovers(hokusai_run, [model_leftover(body["name"], describe(result))])
 
 
 # -- concurrency ------------------------------------------------------------------------------
@@ -191,21 +214,28 @@ def _parallel(n, task, nodeid, recorder):
 
 def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_settings, hokusai_unique_name,
                                                  hokusai_run, hokusai_measure, request):
-    from ..registry import cleanup, make_client
+    from ..canary import canary_name, concurrency_canaries, ensure_registered_model, remove_registration
+    from ..registry import make_client
 
     n = hokusai_settings.concurrency
     client = hokusai_mlflow_client
     uri = hokusai_settings.tracking_uri
     recorder = hokusai_run.state.recorder
-    shared = hokusai_unique_name("hokusai-edge-concurrent")
-    separate = [f"{shared}-m{i}" for i in range(n)]
+    # Canary names (pytest_hokusai.canary): an earlier run's versions may still be there, so the check
+    # compares what this run's clients were given with what the registry lists, not with 1..n.
+    shared = canary_name("concurrency")
+    separate = concurrency_canaries(n)
     experiment_name = hokusai_unique_name("hokusai-edge-concurrent-exp")
     experiment_id = None
+    versions: dict[int, str] = {}
+    model_versions: dict[int, str] = {}
+    shared_created = False
     try:
         experiment_id = client.create_experiment(experiment_name)
         run = client.create_run(experiment_id, tags={"hokusai.check": "concurrency"})
         source = f"{run.info.artifact_uri}/model"
-        client.create_registered_model(shared, description="created by pytest-hokusai; safe to delete")
+        shared_created = ensure_registered_model(client, shared)
+        before = {str(v.version) for v in client.search_model_versions(f"name='{shared}'")}
 
         def new_version(i):
             return str(make_client(uri).create_model_version(
@@ -213,7 +243,7 @@ def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_
 
         def new_model(i):
             own = make_client(uri)
-            own.create_registered_model(separate[i], description="created by pytest-hokusai; safe to delete")
+            ensure_registered_model(own, separate[i])
             return str(own.create_model_version(separate[i], source=source, run_id=run.info.run_id,
                                                 await_creation_for=0).version)
 
@@ -221,28 +251,35 @@ def test_concurrent_clients_lose_no_registration(hokusai_mlflow_client, hokusai_
         versions, version_errors = _parallel(n, new_version, request.node.nodeid, recorder)
         hokusai_measure("concurrent_versions_s", time.monotonic() - started)
         started = time.monotonic()
-        _, model_errors = _parallel(n, new_model, request.node.nodeid, recorder)
+        model_versions, model_errors = _parallel(n, new_model, request.node.nodeid, recorder)
         hokusai_measure("concurrent_models_s", time.monotonic() - started)
-        listed = sorted(int(v.version) for v in client.search_model_versions(f"name='{shared}'"))
-        present: dict[str, list[str]] = {name: [] for name in separate}
-        for version in client.search_model_versions(f"name LIKE '{shared}-m%'"):
-            present.setdefault(version.name, []).append(str(version.version))
+        listed = {str(v.version) for v in client.search_model_versions(f"name='{shared}'")}
+        present: dict[str, set[str]] = {name: set() for name in separate}
+        for name in separate:
+            present[name] = {str(v.version) for v in client.search_model_versions(f"name='{name}'")}
     finally:
-        problems = [] if hokusai_settings.keep else cleanup(
-            client, model_names=[shared, *separate], experiment_ids=[experiment_id] if experiment_id else [],
-            experiment_names=[experiment_name])
+        if not hokusai_settings.keep:  # what cannot be removed is a leftover, never this check's failure
+            left = remove_registration(client, model=shared, versions=list(versions.values()),
+                                       model_created=shared_created,
+                                       experiment_ids=[experiment_id] if experiment_id else [],
+                                       experiment_names=[experiment_name])
+            for i, name in enumerate(separate):
+                left += remove_registration(client, model=name, versions=[model_versions[i]]
+                                            if i in model_versions else [])
+            keep_leftovers(hokusai_run, left)
 
     assert not version_errors, f"{len(version_errors)} of {n} concurrent create_model_version calls failed: " + \
         "; ".join(f"client {i}: {e}" for i, e in sorted(version_errors.items()))
     numbers = sorted(int(v) for v in versions.values())
     assert len(set(numbers)) == len(numbers), f"concurrent clients were given duplicate version numbers: {numbers}"
-    assert numbers == list(range(1, n + 1)), f"version numbers are not exactly 1..{n}: {numbers}"
-    assert listed == list(range(1, n + 1)), f"the registry lists versions {listed} of {shared}, expected 1..{n}"
+    assert not before & set(versions.values()), f"versions {numbers} reuse numbers already taken: {sorted(before)}"
+    missing = sorted(set(versions.values()) - listed, key=int)
+    assert not missing, f"the registry does not list versions {missing} of {shared} its clients were given"
     assert not model_errors, f"{len(model_errors)} of {n} concurrent model registrations failed: " + \
         "; ".join(f"client {i}: {e}" for i, e in sorted(model_errors.items()))
-    lost = {name: found for name, found in present.items() if found != ["1"]}
-    assert not lost, f"models lost or with unexpected versions after concurrent registration: {lost}"
-    assert not problems, f"cleanup failed: {problems}"
+    lost = {name: sorted(present[name]) for i, name in enumerate(separate)
+            if model_versions.get(i) not in present[name]}
+    assert not lost, f"models lost or without the version their client was given after concurrent registration: {lost}"
 
 
 # -- a large model --------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""The API service and its MLflow proxy: health, the proxied REST API, the discovery matrix."""
+"""The API service and its MLflow proxy: health, the proxied REST API, the discovery matrix, and
+deletes through the proxy with the stock MLflow client."""
 
 from __future__ import annotations
 
 import pytest
 
-from ._support import describe, json_detail
+from ._support import describe, json_detail, keep_leftovers
 
 pytestmark = [pytest.mark.live, pytest.mark.hokusai_proxy]
 
@@ -61,3 +62,51 @@ def test_discovery_matrix(hokusai_session, hokusai_settings, record_property, mo
         assert result.exchange.status == 200, f"the proxied REST path failed with the key: {describe(result)}"
     else:
         assert result.exchange.status is not None, f"no HTTP answer at all: {describe(result)}"
+
+
+# Every real proxy forwards a request body only for POST, PUT and PATCH (contract section 5): the
+# stock client's JSON-body DELETEs then reach MLflow empty. This check deletes through the tracking
+# URI on purpose, so that a registration gate sees it (PROXY_DROPS_REQUEST_BODY), and registers into
+# its own canary model so broken deletes leave one model behind however often it runs. "mlflow_client"
+# in its name keeps it out of `-k "not mlflow_client"` selections that avoid importing MLflow.
+TAG = "hokusai.proxy-check"
+
+
+def test_mlflow_client_deletes_through_proxy(hokusai_mlflow_client, hokusai_run):
+    from ..canary import CANARY_SOURCE, canary_name, ensure_registered_model, remove_registration
+
+    client = hokusai_mlflow_client
+    name = canary_name("proxy")
+    version = None
+    created = False
+    deleted = {"version": False, "model": False}
+
+    def step(what, call):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - the failing step, named, with MLflow's own message
+            pytest.fail(f"{what} through the tracking URI failed: {' '.join(str(exc).split())[:400]}",
+                        pytrace=False)
+
+    try:
+        created = step("create_registered_model", lambda: ensure_registered_model(client, name))
+        version = str(step("create_model_version", lambda: client.create_model_version(
+            name, source=CANARY_SOURCE, await_creation_for=0)).version)
+        step("set_registered_model_tag", lambda: client.set_registered_model_tag(name, TAG, "set"))
+        assert TAG in client.get_registered_model(name).tags, "the tag just set is not on the model"
+        step("delete_registered_model_tag (DELETE registered-models/delete-tag)",
+             lambda: client.delete_registered_model_tag(name, TAG))
+        assert TAG not in client.get_registered_model(name).tags, "the deleted tag is still on the model"
+        step("delete_model_version (DELETE model-versions/delete)", lambda: client.delete_model_version(name, version))
+        deleted["version"] = True
+        assert version not in {str(v.version) for v in client.search_model_versions(f"name='{name}'")}, (
+            f"version {version} of {name} is still listed after its delete")
+        step("delete_registered_model (DELETE registered-models/delete)", lambda: client.delete_registered_model(name))
+        deleted["model"] = True
+        assert not client.search_registered_models(filter_string=f"name='{name}'"), (
+            f"{name} is still listed after its delete")
+    finally:
+        if not deleted["model"]:
+            keep_leftovers(hokusai_run, remove_registration(
+                client, model=name, versions=[version] if version and not deleted["version"] else [],
+                model_created=created or deleted["version"]))

@@ -70,10 +70,12 @@ TEXTS: dict[str, RuleText] = {
     "MLFLOW_PATH_MISMATCH": RuleText(
         "deployment", "The proxy forwards REST calls to a path MLflow does not serve",
         "Authenticated REST calls get 404 RESOURCE_NOT_FOUND ('The requested resource was not found: "
-        "<path>') or MLflow's HTML 404.",
+        "<path>') or MLflow's HTML 404; or only the artifact routes (api/2.0/mlflow-artifacts/...) get MLflow's "
+        "HTML 404 while experiments, runs and models work (the artifact path is not translated).",
         "The upstream path is wrong: MLflow runs with --static-prefix and the proxy targets the public URL "
-        "(ajax-api translation), MLflow >= 3.12 prefixes the REST routes too, or the /api/2.0/mlflow mount "
-        "strips its own prefix.",
+        "(ajax-api translation, applied to api/2.0/mlflow/ but not to api/2.0/mlflow-artifacts/ before "
+        "2025-07-26), MLflow >= 3.12 prefixes the REST routes too, or the /api/2.0/mlflow mount strips its own "
+        "prefix.",
         "Point the proxy's MLflow upstream (MLFLOW_SERVER_URL / MLFLOW_TRACKING_URI on the API service) at "
         "the internal MLflow root, keep api/2.0/mlflow in the forwarded path, pin MLflow below 3.12 while "
         "it runs with --static-prefix, and tell clients to use {api}/api/mlflow as tracking URI.",
@@ -144,10 +146,10 @@ TEXTS: dict[str, RuleText] = {
     "ARTIFACTS_DISABLED": RuleText(
         "configuration", "Only artifact calls fail",
         "Experiments, runs and models work, but .../api/2.0/mlflow-artifacts/... gets 503 "
-        "ARTIFACTS_DISABLED, 404, or 5xx on PUT.",
+        "ARTIFACTS_DISABLED (the proxy), 503 '--no-serve-artifacts' (MLflow 3.x), or 5xx on PUT. (MLflow's HTML "
+        "404 on the artifact routes alone is the untranslated artifact path: MLFLOW_PATH_MISMATCH.)",
         "Artifact serving is off in the proxy (MLFLOW_SERVE_ARTIFACTS is not true), MLflow runs without "
-        "--serve-artifacts (or the proxy does not translate the mlflow-artifacts path), or the artifact "
-        "store refuses writes (bucket permissions).",
+        "--serve-artifacts, or the artifact store refuses writes (bucket permissions).",
         "Set MLFLOW_SERVE_ARTIFACTS=true on the API service; start MLflow with --serve-artifacts and an "
         "--artifacts-destination; give the MLflow task role write access (s3:PutObject, s3:ListBucket) to "
         "the artifact bucket.",
@@ -244,6 +246,33 @@ TEXTS: dict[str, RuleText] = {
         "Upgrade the hokusai SDK past 66d077c, set MLFLOW_TRACKING_TOKEN again after SDK initialisation, "
         "and check that nothing falls back to http://localhost:5001.",
         "F15"),
+    "PROXY_DROPS_REQUEST_BODY": RuleText(
+        "deployment", "The proxy drops the body of DELETE requests",
+        "Registration works through the proxy, but MLflow's JSON-body DELETE calls (registered-models/delete, "
+        "model-versions/delete, .../delete-tag) get 400 INVALID_PARAMETER_VALUE 'Missing value for required "
+        "parameter ...' through the tracking URI: the stock client sent the parameter in the body and MLflow "
+        "never saw it.",
+        "The API service's MLflow proxy forwards a request body only for POST, PUT and PATCH (every real proxy "
+        "commit so far, src/api/routes/mlflow_proxy_improved.py), so registered models, versions and tags "
+        "cannot be deleted through /api/mlflow and pile up.",
+        "In the API service's MLflow proxy (src/api/routes/mlflow_proxy_improved.py), forward the request body "
+        "for every method that carries one, DELETE included (stream request.stream() upstream whatever the "
+        "method), and redeploy. Until then remove the leftovers this run lists from a client that reaches "
+        "MLflow without the proxy, and run with --hokusai-accept PROXY_DROPS_REQUEST_BODY to gate on "
+        "registration while the fix is pending.",
+        "section 5"),
+    "NOT_HOKUSAI_API": RuleText(
+        "configuration", "The URL answers, but it is not the Hokusai API",
+        "A configured URL answers 2xx (or a login wall) where the Hokusai API or MLflow answer JSON: an HTML "
+        "page, a catch-all website, a sign-in page, or another service's JSON; the finding names the status, "
+        "the content type and the HTML title.",
+        "--hokusai-api-url (or --hokusai-tracking-uri / --hokusai-auth-url) points at a website, a "
+        "single-page app or another service instead of the Hokusai API: a typo, the marketing site instead of "
+        "the registry host, or a path prefix missing. It is a wrong URL, not a security finding.",
+        "Point --hokusai-api-url at the API service (e.g. https://registry.hokus.ai, which answers /health with "
+        "JSON and /api/mlflow/... with 401 'API key required' without a key), --hokusai-auth-url at the auth "
+        "service (https://auth.hokus.ai) and --hokusai-tracking-uri at {api-url}/api/mlflow.",
+        "F27"),
     "LATENCY_BUDGET_EXCEEDED": RuleText(
         "other", "The platform works but is too slow",
         "A performance check (hokusai_perf) missed its budget (the p95 of key validation or of proxied requests "

@@ -103,9 +103,19 @@ def _host_unreachable(e: TriageEvidence) -> Match | None:
         first = next((x for x in exs if x.error in t.NO_ANSWER), None)
         if first is None:
             continue
+        from .fidelity import dependency_down
+
+        if dependency_down(e, settings[host]) is not None:
+            continue  # the API answers and names this part as down: its own code, this probe its evidence
         parts.append(f"{host} ({', '.join(settings[host])}) gives {first.error} before any HTTP status")
         lines.append(first)
         fixes.append(f"{host}: {_NETWORK_FIX.get(first.error or '', 'check the host')}")
+        keyed = e.probe(ev.PROXY_KEY)
+        if keyed is not None and keyed.ok and not {"api-url", "tracking-uri"} & set(settings[host]):
+            names = " / ".join(f"--hokusai-{s}" for s in settings[host])
+            parts[-1] += f", while keyed requests through the proxy succeed ({where(keyed)} -> {keyed.status})"
+            fixes[-1] = (f"{host}: the platform itself works, so the URL you configured is wrong: fix {names} "
+                         "(and where it comes from: command line, HOKUSAI_* env or ini)")
     if not parts:
         return None
     return Match("Nothing answers at " + "; ".join(parts) + ".", lines, "; ".join(fixes) + ".")
@@ -234,7 +244,9 @@ def _path_mismatch(e: TriageEvidence) -> Match | None:
     bad = next((x for x in _keyed_tracking(e) if not t.is_artifact(x) and x.status == 404
                 and (t.body_has(x, "RESOURCE_NOT_FOUND") or t.is_html(x))), None)
     if bad is None:
-        return None
+        from .fidelity import artifact_path_untranslated
+
+        return artifact_path_untranslated(e)
     message = t.detail(bad, 200)
     lost = "api/2.0/mlflow" not in message and "resource was not found" in message.lower()
     if lost:
@@ -276,6 +288,18 @@ def _auth_down(e: TriageEvidence) -> Match | None:
                      "database error).", [ex, *extra],
                      "Read the auth service's logs (database connectivity, migrations: UndefinedTable) and "
                      "fix the failing dependency; the proxy answers 503 'Authentication service error' until then.")
+    from .fidelity import auth_dependency_down
+
+    stopped = auth_dependency_down(e)
+    if stopped is not None and health is not None and health.status is None:
+        after = t.retry_after(stopped)
+        retry = f" (Retry-After: {after})" if after else ""
+        return Match(f"The auth service is down: the API answers {said(stopped)}{retry} to {where(stopped)}, and "
+                     f"the auth service itself does not answer at {host_of(health.url)} (--hokusai-auth-url: {health.error}).",
+                     [stopped, health],
+                     "Start the auth service (or its tasks) again and read why it stopped (its logs, the target "
+                     "group's health checks, the database it needs); the API answers 503 until it is back. If it "
+                     "runs, check that AUTH_SERVICE_URL on the API service and the balancer reach its port.")
     if proxy is not None and "unavailable" in t.detail(proxy).lower() and any(v[2].ok for v in _validations(e)):
         return Match(f"The auth service answers here, but the API service cannot connect to it: the proxy says "
                      f"{_q(t.detail(proxy))}.", [proxy],
@@ -532,14 +556,14 @@ def _artifacts(e: TriageEvidence) -> Match | None:
                      "paths otherwise) and redeploy.")
     if not meta_ok:
         return None
-    missing = _any(artifacts, lambda x: (x.status == 404 and not t.body_has(x, "RESOURCE_DOES_NOT_EXIST"))
-                   or (x.status == 503 and t.body_has(x, "serve-artifacts", "serve_artifacts")))
+    # MLflow 3.x answers 503 '--no-serve-artifacts' when serving is off; a 404 there is the untranslated
+    # artifact path (MLFLOW_PATH_MISMATCH), not serving switched off.
+    missing = _any(artifacts, lambda x: x.status == 503 and t.body_has(x, "serve-artifacts", "serve_artifacts"))
     if missing is not None:
-        return Match(f"Experiments and models work but the artifact routes are missing: {where(missing)} -> "
+        return Match(f"Experiments and models work but artifact serving is off in MLflow: {where(missing)} -> "
                      f"{said(missing)}.",
                      [missing],
-                     "Start MLflow with --serve-artifacts (and --artifacts-destination); if the proxy targets the "
-                     "public /mlflow URL, translate api/2.0/mlflow-artifacts/ to ajax-api/2.0/mlflow-artifacts/ too.")
+                     "Start MLflow with --serve-artifacts (and --artifacts-destination) and redeploy it.")
     broken = _any(artifacts, lambda x: x.method == "PUT" and (x.status or 0) >= 500)
     if broken is not None:
         return Match(f"Artifact uploads fail in MLflow's artifact store: {where(broken)} -> {said(broken)}.",
@@ -552,9 +576,10 @@ def _artifacts(e: TriageEvidence) -> Match | None:
 # -- security -------------------------------------------------------------------------------------
 @_rule("AUTH_BYPASS")
 def _bypass(e: TriageEvidence) -> Match | None:
+    # Only MLflow's own JSON counts as served: an HTML page or another service's JSON is NOT_HOKUSAI_API.
     served = [(what, x) for what, x in (("no key", e.probe(ev.PROXY_NO_KEY)),
                                         ("a well-formed key nobody minted", e.probe(ev.PROXY_UNKNOWN_KEY)))
-              if x is not None and x.ok]
+              if x is not None and x.ok and t.is_mlflow_search(x)]
     if not served:
         return None
     whats = " and ".join(w for w, _ in served)

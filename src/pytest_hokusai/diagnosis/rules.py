@@ -22,6 +22,7 @@ from ..secret import redact
 from ..state import Finding
 from .catalog import CODES, TEXTS
 from .evidence import FACT_LATENCY_MISSES, TriageEvidence
+from .fidelity import FIDELITY_MATCHERS
 from .latency import LATENCY_CODE, match_latency
 from .matchers import MATCHERS, Match, Matcher, said, where
 from .sdk_matchers import SDK_CODES, SDK_MATCHERS
@@ -59,7 +60,7 @@ class Rule:
 
 
 # -- the table, precedence, entry points ------------------------------------------------------------
-_MATCHERS: dict[str, Matcher] = {**MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency}
+_MATCHERS: dict[str, Matcher] = {**MATCHERS, **FIDELITY_MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency}
 
 RULES: dict[str, Rule] = {
     code: Rule(code=code, category=TEXTS[code].category, title=TEXTS[code].title, symptom=TEXTS[code].symptom,
@@ -74,10 +75,12 @@ _UNEXPECTED = "UNEXPECTED_RESPONSE"
 PRECEDENCE: tuple[str, ...] = (
     "HOST_UNREACHABLE", "TLS_ERROR",
     "KEY_MISSING", "KEY_MALFORMED",
+    "NOT_HOKUSAI_API",
     "API_SERVICE_DOWN", "ROUTE_NOT_CONFIGURED", "AUTH_SERVICE_DOWN", "AUTH_SERVICE_MISROUTED",
     "PROXY_ROUTE_NOT_MOUNTED", "MLFLOW_UNREACHABLE", "MLFLOW_PATH_MISMATCH",
     "AUTH_CONTRACT_MISMATCH", "SERVICE_ID_REJECTED", "KEY_REJECTED", "PROXY_STRIPS_AUTH", "HOST_HEADER_REJECTED",
     "REGISTRY_ADMIN_REQUIRED", "PAYMENT_REQUIRED", "RATE_LIMITED", "KEY_LACKS_WRITE_SCOPE", "CLIENT_TOKEN_LOST",
+    "PROXY_DROPS_REQUEST_BODY",
     "ARTIFACTS_DISABLED",
     # The stock client registers but the SDK fails: below every platform code that explains both.
     *SDK_CODES,

@@ -20,16 +20,21 @@ __all__ = [
     "body_has",
     "current_scopes",
     "detail",
+    "drops_body",
     "failed",
+    "foreign_answer",
+    "html_title",
     "is_artifact",
     "is_html",
     "is_json",
+    "is_mlflow_search",
     "no_answer",
     "ok",
     "path_of",
     "retry_after",
     "service_id_of",
     "status",
+    "what_answered",
 ]
 
 #: The middleware's 401 when it found no key (contract 2.4).
@@ -163,3 +168,78 @@ def current_scopes(ex: Exchange | None) -> str | None:
         if match:
             return match.group(1).replace("'", "").replace('"', "")
     return None
+
+
+# -- is it the Hokusai API / MLflow at all? (AUTH_BYPASS vs NOT_HOKUSAI_API) --------------------
+_TITLE_IN_TEXT = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+#: The fields of MLflow's experiments/search answer (protobuf JSON omits empty ones, so ``{}`` is MLflow too).
+_SEARCH_FIELDS = frozenset({"experiments", "next_page_token"})
+_MLFLOW_SEARCH_START = re.compile(r'^\{\s*"(experiments|next_page_token)"\s*:')
+
+
+def html_title(ex: Exchange | None) -> str | None:
+    """The HTML ``<title>`` of the answer: recorded at capture time (``html-title``), else from the excerpt."""
+    if ex is None:
+        return None
+    recorded = ex.headers.get("html-title")
+    if recorded:
+        return recorded
+    if not is_html(ex):
+        return None
+    match = _TITLE_IN_TEXT.search(ex.body_excerpt)
+    return " ".join(match.group(1).split()) or None if match else None
+
+
+def is_mlflow_search(ex: Exchange | None) -> bool:
+    """Whether a 2xx answer to ``experiments/search`` is MLflow's JSON: an object whose keys are MLflow's
+    (``experiments``, ``next_page_token``), possibly cut short in the excerpt, or ``{}``."""
+    if ex is None or not ex.ok or is_html(ex):
+        return False
+    data = json_body(ex)
+    if isinstance(data, dict):
+        return set(data) <= _SEARCH_FIELDS and all(
+            isinstance(e, dict) and "experiment_id" in e for e in data.get("experiments") or [])
+    return data is None and bool(_MLFLOW_SEARCH_START.match(ex.body_excerpt.strip()))
+
+
+def what_answered(ex: Exchange) -> str:
+    """``200 text/html, title 'Example Domain'`` / ``200 application/json {"status": ...}``: what a URL
+    turned out to be, in a few words (status, content type, HTML title or a body excerpt)."""
+    ctype = (ex.content_type or "no content type").split(";")[0].strip()
+    title = html_title(ex)
+    if title:
+        return f"{ex.status} {ctype}, title {title!r}"
+    if is_html(ex):
+        return f"{ex.status} {ctype} (an HTML page without a title)"
+    text = " ".join(ex.body_excerpt.split())
+    shown = text if len(text) <= 80 else text[:79] + "\u2026"
+    return f"{ex.status} {ctype} {shown!r}" if shown else f"{ex.status} {ctype}, empty body"
+
+
+def foreign_answer(ex: Exchange | None, *, expect: str) -> bool:
+    """Whether the answer is not what the Hokusai API (``expect="api-health"``, ``"auth"``) or the MLflow
+    proxy (``expect="mlflow-search"``) ever answers: a 2xx that is HTML, not JSON, or JSON of another
+    shape; or a login wall (401/403 HTML). Errors of the platform's own kinds (5xx, plain 404) are not."""
+    if ex is None or ex.status is None:
+        return False
+    if ex.status in (401, 403):
+        return is_html(ex)  # the platform's 401/403 are JSON (or MLflow's text/plain 403): a login wall
+    if not ex.ok:
+        return False
+    if expect == "mlflow-search":
+        return not is_mlflow_search(ex)
+    data = json_body(ex)
+    if is_html(ex) or not (isinstance(data, dict) or (is_json(ex) and ex.body_excerpt.lstrip()[:1] == "{")):
+        return True
+    if expect == "api-health" and isinstance(data, dict):
+        return "status" not in data
+    return False
+
+
+#: MLflow's answer when a parameter it requires is not in the request (mlflow.utils.validation.missing_value).
+MISSING_PARAMETER = "Missing value for required parameter"
+
+
+def drops_body(ex: Exchange | None) -> bool:
+    """A DELETE answered 400 'Missing value for required parameter ...': the body did not reach MLflow."""
+    return ex is not None and ex.method == "DELETE" and ex.status == 400 and body_has(ex, MISSING_PARAMETER)

@@ -45,6 +45,7 @@ __all__ = [
     "attach_extras",
     "chart_data_uri",
     "exchanges_html",
+    "leftovers_html",
     "redact_config_metadata",
     "redact_metadata",
     "summary_html",
@@ -71,6 +72,7 @@ _CSS = """
 #hokusai-primary{margin:6px 0;padding:4px 8px;border-left:4px solid #c62828;background:#fdecea}
 #hokusai-primary.hk-none{border-left-color:#2e7d32;background:#edf7ed}
 #hokusai-summary .hk-remedy{margin-top:3px}
+#hokusai-summary .hk-accepted{background:#fff3cd;border-radius:3px;padding:0 4px}
 #hokusai-summary ul{margin:2px 0 2px 18px;padding:0}
 #hokusai-summary details{margin:2px 0}
 #hokusai-summary .hk-row{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap;margin-top:6px}
@@ -174,7 +176,9 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
         parts += [
             f'<div id="hokusai-primary" data-code="{_text(primary.get("code"))}">',
             (f"<b>Root cause: <code>{_text(primary.get('code'))}</code></b> "
-             f"({_text(primary.get('category'))}) \u2014 {_text(primary.get('summary'))}"),
+             f"({_text(primary.get('category'))})"
+             + (' <span class="hk-accepted">accepted known issue</span>' if primary.get("accepted") else "")
+             + f" \u2014 {_text(primary.get('summary'))}"),
             f'<div class="hk-owner"><b>Owner:</b> <code>{_text(primary.get("owner") or "")}</code></div>',
             f'<div class="hk-remedy"><b>Remedy:</b> {_text(primary.get("remediation") or "see the evidence")}</div>',
             _evidence_list(primary.get("evidence") or []),
@@ -197,6 +201,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
                 + "</li>"
             )
         parts.append(f'<div id="hokusai-findings"><b>Other findings</b><ul>{"".join(items)}</ul></div>')
+    parts.append(leftovers_html(report.get("leftovers") or []))
     parts.append('<div class="hk-row">')
     parts.append(_timings_table(dict(report.get("timings") or {})))
     if chart_uri:
@@ -204,6 +209,20 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
                      f'src="{escape(chart_uri, quote=True)}">')
     parts += ["</div>", "</div>"]
     return scrub("".join(parts))
+
+
+def leftovers_html(leftovers: Iterable[Any]) -> str:
+    """``#hokusai-leftovers``: what the run created and could not remove, with how to remove it."""
+    rows = [left for left in leftovers if isinstance(left, Mapping)]
+    if not rows:
+        return ""
+    items = "".join(
+        f'<li data-kind="{_text(left.get("kind"))}"><code>{_text(left.get("name"))}</code> '
+        f"({_text(left.get('kind'))}): {_text(left.get('why'))}"
+        + (f"<br><i>Remove:</i> {_text(left.get('remove'))}" if left.get("remove") else "") + "</li>"
+        for left in rows)
+    return (f'<div id="hokusai-leftovers"><b>Leftovers</b> ({len(rows)}: created by this run, not removable by '
+            f"it; later runs reuse these names)<ul>{items}</ul></div>")
 
 
 # -- per-test transcripts -----------------------------------------------------------------------

@@ -65,8 +65,10 @@ def ordered_findings(findings: list[Finding]) -> list[Finding]:
     index = next((i for i, f in enumerate(findings) if f.primary), 0)
     head = findings[index]
     rest = findings[:index] + findings[index + 1:]
-    out = [Finding(head.code, head.category, head.summary, list(head.evidence), head.remediation, True)]
-    out += [Finding(f.code, f.category, f.summary, list(f.evidence), f.remediation, False) for f in rest]
+    out = [Finding(head.code, head.category, head.summary, list(head.evidence), head.remediation, True,
+                   accepted=head.accepted)]
+    out += [Finding(f.code, f.category, f.summary, list(f.evidence), f.remediation, False, accepted=f.accepted)
+            for f in rest]
     return out
 
 
@@ -115,6 +117,7 @@ def build_json_report(
         "diagnoses": [_with_owner(f.to_dict()) for f in ordered_findings(list(state.findings))],
         "checks": checks,
         "timings": state.timings_block(),
+        "leftovers": [left.to_dict() for left in state.leftovers],
     }
     scrubbed: dict[str, Any] = scrub_obj(report)
     return scrubbed

@@ -59,7 +59,8 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 
 
 def _finding(lines: list[str], finding: Mapping[str, Any], heading: str) -> None:
-    lines.append(f"{heading} `{finding.get('code', '?')}` ({finding.get('category', 'other')})")
+    known = " \u2014 accepted known issue (`--hokusai-accept`)" if finding.get("accepted") else ""
+    lines.append(f"{heading} `{finding.get('code', '?')}` ({finding.get('category', 'other')}){known}")
     lines.append("")
     if finding.get("owner"):
         lines += [f"**Owner:** `{finding['owner']}`", ""]
@@ -128,6 +129,15 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
         lines += ["### Other findings", ""]
         for finding in others:
             _finding(lines, finding, "####")
+
+    leftovers = [left for left in report.get("leftovers") or [] if isinstance(left, Mapping)]
+    if leftovers:
+        note = ("Created by this run and not removable by it (later runs reuse these names, so they do not "
+                "multiply):")
+        lines += ["## Leftovers", "", note, ""]
+        lines += _table(["kind", "name", "why", "how to remove"],
+                        [(left.get("kind"), left.get("name"), left.get("why"), left.get("remove")) for left in leftovers])
+        lines.append("")
 
     lines += ["## Checks", ""]
     if checks:

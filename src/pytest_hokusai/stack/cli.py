@@ -140,13 +140,17 @@ def _up(args: argparse.Namespace) -> int:
     code = 0
     try:
         _progress("starting MLflow, the auth service and the API service ...")
-        stack = launch_stack(
-            data_dir=args.data_dir, faults=faults, backend_store_uri=args.backend_store_uri,
+        from .stopped import without_process_faults
+
+        stack = launch_stack(  # a stopped part (auth-stopped, mlflow-stopped) stops after the key is minted
+            data_dir=args.data_dir, faults=without_process_faults(faults), backend_store_uri=args.backend_store_uri,
             keystore_url=args.keystore_url, cache_ttl=args.cache_ttl, policy=args.policy,
             startup_timeout=args.startup_timeout, progress=_progress,
         )
         state_file = write_state_file(stack, args.state_file or stack.data_dir / "stack.json")
         key = stack.mint_key(scopes=("read", "write"), name="hokusai-stack up")
+        if faults != without_process_faults(faults):
+            stack.set_faults(faults)
         _print_banner(stack, state_file, key.reveal())
         while True:
             time.sleep(0.5)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FAULTS", "Fault", "check_faults"]
+__all__ = ["FAULTS", "PROCESS_FAULTS", "Fault", "check_faults"]
 
 
 @dataclass(frozen=True)
 class Fault:
     name: str
-    component: str  #: ``api`` (balancer, middleware, proxy) or ``auth``
+    component: str  #: ``api`` (balancer, middleware, proxy), ``auth``, or ``stack`` (the launcher stops a process)
     code: str  #: the diagnosis code a live run must give as primary
     history: str  #: the catalogue entry it reproduces
     description: str
@@ -59,12 +59,26 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "The proxy never validates: no key or an unknown key is served."),
     Fault("revocation-delay", "api", "REVOCATION_DELAYED", "F23",
           "Validation results are cached for an hour, so a key in use when revoked keeps working."),
+    Fault("drop-delete-body", "api", "PROXY_DROPS_REQUEST_BODY", "section 5",
+          "The real proxy's body rule: a body is forwarded only for POST, PUT and PATCH, so MLflow's JSON-body "
+          "DELETEs get 400 'Missing value for required parameter ...'."),
+    Fault("auth-stopped", "stack", "AUTH_SERVICE_DOWN", "F6",
+          "The auth service's process is stopped (its port refuses); the API answers 503 "
+          "{'detail':'Authentication service unavailable'} with Retry-After: 1. Only the starting process can switch it."),
+    Fault("mlflow-stopped", "stack", "MLFLOW_UNREACHABLE", "F14",
+          "The MLflow server's process is stopped (its port refuses); the proxy answers 502 'Failed to connect to "
+          "MLflow server at <base>', direct /mlflow the balancer's 502. Only the starting process can switch it."),
+    Fault("artifact-path-untranslated", "api", "MLFLOW_PATH_MISMATCH", "F11",
+          "The proxy sends api/2.0/mlflow-artifacts/ untranslated to MLflow's public /mlflow path: MLflow's HTML 404 "
+          "on artifact routes only (MLflow <= 3.11), while experiments, runs and models work."),
     # Seen only by the SDK checks (hokusai_sdk): the stock MLflow client never posts the event.
     Fault("events-route-missing", "api", "SDK_EVENT_ROUTE_MISSING", "F28",
           "The API build has no /api/models/tokenized-registration-events route: JSON 404 after auth."),
     Fault("events-hook-fails", "api", "SDK_EVENT_REJECTED", "F28",
           "The registration-event hook fails: 502 'Failed to emit model registration event'."),
 )}
+#: Faults the launcher applies by stopping a process (fault -> the process's name), not the services.
+PROCESS_FAULTS: dict[str, str] = {"auth-stopped": "auth service", "mlflow-stopped": "MLflow"}
 
 
 def check_faults(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:

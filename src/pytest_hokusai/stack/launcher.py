@@ -190,11 +190,17 @@ class Stack:
     # -- faults -----------------------------------------------------------------------------
     def set_faults(self, names: Iterable[str]) -> None:
         """Switch the running services to exactly these faults (``[]`` = healthy)."""
+        from .stopped import is_running, restart_parts, stop_parts
+
         faults = check_faults(list(names))
         body = {"faults": list(faults)}
+        restart_parts(self, faults)  # auth-stopped / mlflow-stopped switched off: start the part again
         for base in (self.auth_url, self.api_url):
+            if base == self.auth_url and not is_running(self, "auth-stopped"):
+                continue  # stopped: it learns the faults when it starts again
             _request("PUT", base + "/_stack/faults", body=body,
                      headers={STACK_TOKEN_HEADER: self.admin_token}, secret=self.admin_token)
+        stop_parts(self, faults)  # the API's validation cache is empty now: the next request finds auth gone
         self.faults = faults
 
     # -- SDK registration events ------------------------------------------------------------
@@ -217,7 +223,7 @@ class Stack:
         """Raise :class:`StackError` with the log tail if a child of this stack has exited."""
         for proc in self._processes:
             code = proc.poll()
-            if code is not None and not self._stopped:
+            if code is not None and not self._stopped and not proc.stopped:  # not a stopped part (auth-stopped)
                 raise _scrub(proc.failure(f"exited with status {code}"), self.admin_token)
 
     def stop(self) -> None:
@@ -326,6 +332,9 @@ def launch_stack(
         api = _start_service("API service", api_config, root, "api.log")
         stack._processes.append(api)
         wait_all_ready([(api, _health(api_url, admin_token))], startup_timeout, since=started, on_ready=ready)
+        from .stopped import stop_parts
+
+        stop_parts(stack, fault_names)  # auth-stopped / mlflow-stopped: the part goes down once all are up
         stack.startup_seconds = time.monotonic() - started
     except StackError as exc:
         stack.stop()

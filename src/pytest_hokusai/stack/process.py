@@ -190,6 +190,11 @@ class ManagedProcess:
     def started(self) -> bool:
         return self._popen is not None
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (an exit after it is no failure)."""
+        return self._stopped
+
     def poll(self) -> int | None:
         """The child's exit status, or ``None`` while it runs."""
         return None if self._popen is None else self._popen.poll()

@@ -6,7 +6,8 @@ client's ASGI stream (with the client's Content-Length when it sent one, chunked
 the response comes back from ``aiter_raw`` (no decoding, so Content-Encoding and Content-Length
 stay valid). Hop-by-hop headers (RFC 9110 section 7.6.1, plus any named in ``Connection``) are
 dropped in both directions. Unlike the real proxy, DELETE bodies and repeated query keys survive
-(the contract records both losses as defects of the real one).
+(the contract records both losses as defects of the real one); the ``drop-delete-body`` fault
+switches the real body rule on.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ REGISTRY_HOST = "registry.hokus.ai"
 _IDENTITY_HEADERS = frozenset({"x-hokusai-user-id", "x-hokusai-api-key-id"})
 _AUTH_HEADERS = frozenset({"authorization", "x-api-key"})
 _GATEWAY_HEALTH_PATHS = ("/health", "/mlflow/health")
+#: The only methods whose body the real proxy forwards (the drop-delete-body fault).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: MLflow's static prefix on the platform (the public ``/mlflow`` URL).
+STATIC_PREFIX = "/mlflow"
 _ALB_TITLES = {
     502: "502 Bad Gateway",
     503: "503 Service Temporarily Unavailable",
@@ -150,9 +155,9 @@ def _url(base: str, path: str, query: bytes) -> str:
 
 
 async def _open(
-    runtime: ApiRuntime, request: Request, url: str, headers: list[tuple[bytes, bytes]]
+    runtime: ApiRuntime, request: Request, url: str, headers: list[tuple[bytes, bytes]], *, with_body: bool = True
 ) -> httpx.Response:
-    body = _body(request) if _has_body(request.scope["headers"]) else None
+    body = _body(request) if with_body and _has_body(request.scope["headers"]) else None
     upstream_request = runtime.upstream_client.build_request(
         request.method, url, headers=headers, content=body,
     )
@@ -177,7 +182,16 @@ async def proxy_mount(runtime: ApiRuntime, request: Request, mount: str, path: s
         }}, status_code=503)
     base = config.unreachable_url if "mlflow-unreachable" in faults else config.mlflow_url
     upstream_path = translate_path(raw_path, base)
+    # F11 (2025-07-22): aimed at the public /mlflow URL, the proxy translated api/2.0/mlflow/ but not
+    # api/2.0/mlflow-artifacts/, and passed MLflow's HTML 404 through (the JSON conversion came later).
+    untranslated = "artifact-path-untranslated" in faults and raw_path.startswith("api/2.0/mlflow-artifacts/")
+    if untranslated:
+        base, upstream_path = base.rstrip("/") + STATIC_PREFIX, raw_path
+    # Every real proxy forwards a body only for POST, PUT and PATCH (contract section 5).
+    drop_body = "drop-delete-body" in faults and request.method not in _BODY_METHODS
     drop = {"host", "expect", *_IDENTITY_HEADERS}
+    if drop_body:
+        drop |= {"content-length", "transfer-encoding"}
     if "strip-auth" in faults:
         drop |= _AUTH_HEADERS
     headers = filter_headers(request.scope["headers"], drop)
@@ -194,7 +208,7 @@ async def proxy_mount(runtime: ApiRuntime, request: Request, mount: str, path: s
     runtime.stats["proxied_requests"] += 1
     try:
         upstream = await _open(runtime, request, _url(base, upstream_path, request.scope["query_string"]),
-                               headers)
+                               headers, with_body=not drop_body)
     except httpx.TimeoutException:
         runtime.stats["upstream_errors"] += 1
         return JSONResponse({"detail": f"MLflow server request timeout after {float(config.upstream_timeout)}s"},
@@ -206,7 +220,7 @@ async def proxy_mount(runtime: ApiRuntime, request: Request, mount: str, path: s
         runtime.stats["upstream_errors"] += 1
         log.exception("proxy error on %s %s/%s", request.method, mount, path)
         return JSONResponse({"detail": "Internal server error while proxying to MLflow"}, status_code=500)
-    if upstream.status_code == 404 and "text/html" in upstream.headers.get("content-type", ""):
+    if upstream.status_code == 404 and "text/html" in upstream.headers.get("content-type", "") and not untranslated:
         await upstream.aclose()
         return JSONResponse({
             "error_code": "RESOURCE_NOT_FOUND",
