@@ -20,7 +20,7 @@ from .secret import redact
 from .settings import HokusaiSettings
 from .state import CheckResult, Finding
 
-__all__ = ["HokusaiReporting", "HokusaiXdist", "write_key_missing_reports"]
+__all__ = ["HokusaiReporting", "HokusaiXdist", "key_usage_error", "write_key_missing_reports"]
 
 REPORT_ATTR = "hokusai"  # custom TestReport attribute; pytest-xdist serialises it to the controller
 SUPPORTED_MLFLOW = ((2, 9), (4, 0))
@@ -89,6 +89,40 @@ def write_key_missing_reports(run: HokusaiRun, settings: HokusaiSettings) -> Non
     _print_handoff(_StdoutWriter(), _run_handoff(run, settings))
 
 
+def key_usage_error(run: HokusaiRun, settings: HokusaiSettings, *, write_reports: bool = True) -> str | None:
+    """The usage-error message when the primary key cannot be used (missing or malformed) for a
+    remote target, after leaving a JSON/Markdown verdict for the pipeline; ``None`` when it can.
+    Nothing is sent: a malformed key is refused before any request, like a missing one."""
+    if settings.is_local:
+        return None
+    key = run.base_keys.primary
+    if key is None:
+        if write_reports:
+            write_key_missing_reports(run, settings)
+        from .runtime import KEY_MISSING_MESSAGE
+
+        return KEY_MISSING_MESSAGE
+    problem = key.format_problem()
+    if not problem:
+        return None
+    if write_reports:
+        from .diagnosis import RULES
+
+        rule = RULES["KEY_MALFORMED"]
+        run.state.target = run.target_block()
+        run.state.findings = [Finding(code="KEY_MALFORMED", category=rule.category, primary=True,
+                                      summary=f"The API key {key.masked} from {key.source} is malformed ({problem}); "
+                                              "it was not sent and no check ran.",
+                                      evidence=[f"key {key.masked} from {key.source}: {problem}"],
+                                      remediation=rule.fix)]
+        _write_reports(run, settings)
+        # like KEY_MISSING: no terminal summary follows a usage error, the hand-off goes to stdout
+        _print_handoff(_StdoutWriter(), _run_handoff(run, settings))
+    from .runtime import key_malformed_message
+
+    return key_malformed_message(key, problem)
+
+
 def _write_reports(run: HokusaiRun, settings: HokusaiSettings) -> None:
     if settings.report_json is None and settings.report_md is None:
         return
@@ -136,6 +170,7 @@ class HokusaiReporting:
         self.live_selected = False
         self.worker_facts: dict[str, Any] = {}  #: facts found by checks on xdist workers
         self.handoff: Any = None  #: handoff.HandoffOutcome once the run's hand-off is done
+        self.suite_errors: list[str] = []  #: SUITE_ERROR evidence lines (checks that crashed by themselves)
 
     # -- collection ----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -143,16 +178,15 @@ class HokusaiReporting:
         self.live_selected = any(_is_live(item) for item in items)
         if not self.live_selected:
             return
+        if config.option.collectonly:
+            return  # listing the checks needs no key and sends nothing
         problem = _mlflow_version_problem()
         if problem:
             raise pytest.UsageError(problem)
         settings = self.run.base_settings
-        if not settings.is_local and self.run.base_keys.primary is None:
-            if not self.is_worker:
-                write_key_missing_reports(self.run, settings)
-            from .runtime import KEY_MISSING_MESSAGE
-
-            raise pytest.UsageError(KEY_MISSING_MESSAGE)
+        message = key_usage_error(self.run, settings, write_reports=not self.is_worker)
+        if message is not None:
+            raise pytest.UsageError(message)
 
     # -- start the local stack on the controller when running distributed ----------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -181,10 +215,14 @@ class HokusaiReporting:
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
         if _is_live(item):
-            self._annotate(item, report)
+            from .terminal import shorten_live_traceback
+
+            shorten_live_traceback(item, call, report)
+            self._annotate(item, report, call)
         scrub_report(report)
 
-    def _annotate(self, item: pytest.Item, report: pytest.TestReport) -> None:
+    def _annotate(self, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[Any] | None = None
+                  ) -> None:
         recorder = self.run.state.recorder
         exchanges: list[Exchange] = []
         data: dict[str, Any] = {}
@@ -193,7 +231,17 @@ class HokusaiReporting:
             data["exchanges"] = [ex.to_dict() for ex in exchanges]
             data["timings"] = self.run.drain_measurements(item.nodeid)
         if report.failed:
-            finding = self._diagnose_failure(exchanges)
+            # A check that crashed by itself (the suite, a fixture, the host's settings) is not a
+            # deployment finding: SUITE_ERROR with its exception, never the deployment's code.
+            finding = None
+            if call is not None and call.excinfo is not None:
+                from .diagnosis.suite import suite_error_for_check
+
+                finding = suite_error_for_check(item.nodeid, report.when, call.excinfo.value)
+                if finding is not None:
+                    data["suite_error"] = finding.evidence[0]
+            if finding is None:
+                finding = self._diagnose_failure(exchanges)
             if finding is not None:
                 data["diagnosis"] = finding.code
                 data["summary"] = finding.summary
@@ -263,6 +311,8 @@ class HokusaiReporting:
                 for value in values:
                     self.run.state.time(name, value)
             exchanges = [Exchange(**ex) for ex in data.get("exchanges", [])]
+            if data.get("suite_error") and data["suite_error"] not in self.suite_errors:
+                self.suite_errors.append(data["suite_error"])
             if self.distributed and data.get("facts"):
                 for name, value in data["facts"].items():
                     if name == "latency_misses":
@@ -302,11 +352,19 @@ class HokusaiReporting:
                     else:
                         evidence.add_fact(name, value)
                 evidence.exchanges.extend(e for e in state.recorder.all() if _is_diagnostic(e))
+                if self.suite_errors:
+                    from .diagnosis.suite import FACT_SUITE_ERRORS
+
+                    evidence.add_fact(FACT_SUITE_ERRORS, list(self.suite_errors))
                 from .diagnosis import diagnose
 
                 state.findings = diagnose(evidence)
             except Exception as exc:
                 self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
+            if not state.findings and self.suite_errors:
+                from .diagnosis.suite import suite_run_finding
+
+                state.findings = [suite_run_finding(self.suite_errors)]
             from .known_issues import mark_accepted
 
             mark_accepted(state.findings, accepted)
@@ -419,19 +477,18 @@ def _prefix_failure(report: pytest.TestReport, finding: Finding) -> None:
     head = f"{finding.code}: {finding.summary}"
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
+    # The evidence and the fix are printed once, in the "hokusai diagnosis" section at the end of the
+    # run, not after every failing check; the check's own message starts with CODE: summary.
     if crash is not None:
         if not str(crash.message).startswith(finding.code):
             crash.message = f"{head}\n{crash.message}"
         if isinstance(longrepr, ExceptionRepr):
-            lines = [head] + [f"evidence: {e}" for e in finding.evidence[:8]]
-            if finding.remediation:
-                lines.append(f"fix: {finding.remediation}")
-            longrepr.addsection("hokusai diagnosis", "\n".join(lines))
+            longrepr.addsection("hokusai", head)
     elif isinstance(longrepr, str):
         if not longrepr.startswith(finding.code):
-            report.longrepr = f"{head}\nfix: {finding.remediation}\n\n{longrepr}"
+            report.longrepr = f"{head}\n\n{longrepr}"
     elif longrepr is not None and not isinstance(longrepr, tuple):
-        report.longrepr = f"{head}\nfix: {finding.remediation}\n\n{longrepr}"
+        report.longrepr = f"{head}\n\n{longrepr}"
 
 
 class HokusaiXdist:

@@ -16,7 +16,7 @@ from ._keys import KEYS_KEY, RECORDER_KEY, SETTINGS_KEY, STATE_KEY
 from .errors import SettingsError
 from .markers import MARKERS
 from .redaction import install_log_redaction, scrub_report
-from .runtime import KEY_MISSING_MESSAGE, HokusaiRun
+from .runtime import HokusaiRun
 from .settings import SETTINGS, HokusaiSettings, resolve_keys, settings_from_config
 
 GROUP_DESCRIPTION = "Hokusai platform live checks (pytest-hokusai)"
@@ -95,16 +95,22 @@ def pytest_configure(config: pytest.Config) -> None:
         from .hooks_impl import HokusaiXdist
 
         config.pluginmanager.register(HokusaiXdist(run), "hokusai-xdist")
+    if workerinput is None:
+        from .junit import HokusaiJunit
 
-    # A deploy gate must never pass by skipping: `-m live` against remote without a key is a usage error.
+        config.pluginmanager.register(HokusaiJunit(config), "hokusai-junit")
+
+    # A deploy gate must never pass by skipping: `-m live` against remote without a usable key (missing
+    # or malformed) is a usage error, before any request. Listing the checks (--collect-only) needs none.
     from .hooks_impl import _selects_live
 
-    if workerinput is None and not settings.is_local and keys.primary is None and _selects_live(config):
+    if workerinput is None and _selects_live(config) and not config.option.collectonly:
         run.state.target = run.target_block()
-        from .hooks_impl import write_key_missing_reports
+        from .hooks_impl import key_usage_error
 
-        write_key_missing_reports(run, settings)
-        raise pytest.UsageError(KEY_MISSING_MESSAGE)
+        message = key_usage_error(run, settings)
+        if message is not None:
+            raise pytest.UsageError(message)
 
 
 def _register_html(config: pytest.Config, run: HokusaiRun) -> None:
@@ -133,6 +139,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return []
+    from .terminal import header_wanted
+
+    if not header_wanted(config, settings):
+        return []  # installed but not used in this run: say nothing
     keys = config.stash.get(KEYS_KEY, None)
     from .runtime import environment_versions
 

@@ -16,13 +16,21 @@ from .local import WORKERINPUT_KEY, LocalTarget, LocalTargetInfo
 from .settings import HokusaiKeys, HokusaiSettings
 from .state import RunState
 
-__all__ = ["KEY_MISSING_MESSAGE", "HokusaiRun", "environment_versions"]
+__all__ = ["KEY_MISSING_MESSAGE", "HokusaiRun", "environment_versions", "key_malformed_message"]
 
 KEY_MISSING_MESSAGE = (
     "KEY_MISSING: no Hokusai API key is configured for target 'remote'. Export HOKUSAI_API_KEY=hk_live_... "
     "(or pass --hokusai-api-key-file PATH), or run against the bundled local stack with "
     "--hokusai-target=local."
 )
+
+
+def key_malformed_message(key: Any, problem: str) -> str:
+    """The usage error for a malformed primary key (masked; nothing was sent)."""
+    return (f"KEY_MALFORMED: the Hokusai API key {key.masked} from {key.source} is malformed: {problem}. "
+            "No request was sent. Copy the full key (hk_live_ + 32 letters and digits) from the Hokusai "
+            "dashboard into HOKUSAI_API_KEY (or the --hokusai-api-key-file file), or run against the bundled "
+            "local stack with --hokusai-target=local.")
 
 
 def environment_versions() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pytest_hokusai.diagnosis import RULES, TriageEvidence, diagnose, finding_fo
 from pytest_hokusai.diagnosis import evidence as ev
 from pytest_hokusai.diagnosis.catalog import CODES
 from pytest_hokusai.diagnosis.rules import PRECEDENCE
+from pytest_hokusai.diagnosis.suite import FACT_SUITE_ERRORS, is_deployment_answer, suite_error_for_check
 from pytest_hokusai.evidence import Exchange, Recorder
 from pytest_hokusai.http import HokusaiSession
 from pytest_hokusai.secret import Secret
@@ -56,7 +57,7 @@ DESIGN_CODES = {
     "PAYMENT_REQUIRED": "credentials", "RATE_LIMITED": "credentials",
     "AUTH_BYPASS": "security", "REVOCATION_DELAYED": "security",
     "CLIENT_TOKEN_LOST": "client", "PROXY_DROPS_REQUEST_BODY": "deployment", "NOT_HOKUSAI_API": "configuration",
-    "LATENCY_BUDGET_EXCEEDED": "other", "UNEXPECTED_RESPONSE": "other",
+    "LATENCY_BUDGET_EXCEEDED": "other", "SUITE_ERROR": "other", "UNEXPECTED_RESPONSE": "other",
 }
 #: Added by issue 11 (the SDK), after the table's original codes.
 DESIGN_CODES |= {"SDK_EVENT_ROUTE_MISSING": "deployment", "SDK_EVENT_REJECTED": "deployment",
@@ -391,6 +392,18 @@ def s_unexpected() -> TriageEvidence:
     return e
 
 
+def s_suite_error() -> TriageEvidence:
+    """A healthy deployment; two checks crashed by themselves (a warning turned into an error)."""
+    e = healthy()
+    e.add_fact(FACT_SUITE_ERRORS, [
+        "checks/test_proxy.py::test_discovery_matrix[proxy-api/2.0-key] (in a fixture): PytestWarning: "
+        "record_property is incompatible with junit_family 'xunit2' (use 'legacy' or 'xunit1')",
+        "checks/test_registration.py::test_register_model_end_to_end (in the check): UserWarning: Any type "
+        "hint is inferred as AnyType",
+    ])
+    return e
+
+
 SCENARIOS: dict[str, Callable[[], TriageEvidence]] = {
     "HOST_UNREACHABLE": s_host_unreachable, "TLS_ERROR": s_tls_error, "API_SERVICE_DOWN": s_api_down,
     "ROUTE_NOT_CONFIGURED": s_route_not_configured, "PROXY_ROUTE_NOT_MOUNTED": s_route_not_mounted,
@@ -404,7 +417,7 @@ SCENARIOS: dict[str, Callable[[], TriageEvidence]] = {
     "AUTH_BYPASS": s_auth_bypass, "REVOCATION_DELAYED": s_revocation_delayed,
     "CLIENT_TOKEN_LOST": s_client_token_lost, "LATENCY_BUDGET_EXCEEDED": s_latency,
     "PROXY_DROPS_REQUEST_BODY": s_drops_delete_body, "NOT_HOKUSAI_API": s_not_hokusai_api,
-    "UNEXPECTED_RESPONSE": s_unexpected,
+    "UNEXPECTED_RESPONSE": s_unexpected, "SUITE_ERROR": s_suite_error,
 }
 
 
@@ -515,7 +528,7 @@ def test_rules_table_matches_design_codes_and_categories() -> None:
     assert {code: rule.category for code, rule in RULES.items()} == DESIGN_CODES
     assert list(CODES) == list(DESIGN_CODES), "the table keeps DESIGN.md's order"
     assert set(PRECEDENCE) == set(DESIGN_CODES)
-    assert PRECEDENCE[-2:] == ("UNEXPECTED_RESPONSE", "LATENCY_BUDGET_EXCEEDED"), "the fallbacks rank last"
+    assert PRECEDENCE[-3:] == ("UNEXPECTED_RESPONSE", "SUITE_ERROR", "LATENCY_BUDGET_EXCEEDED"), "the fallbacks rank last"
     for rule in RULES.values():
         assert rule.code and rule.title and rule.symptom and rule.cause and rule.fix and rule.history
 
@@ -1086,3 +1099,53 @@ def test_latency_miss_facts_accumulate_and_stay_json_ready() -> None:
     e.add_latency_miss(ev.latency_miss("proxy_request_ms", p50=1, p95=2, n=3, budget=1))
     assert [m["measure"] for m in e.latency_misses()] == ["auth_validate_ms", "proxy_request_ms"]
     assert json.loads(json.dumps(e.to_dict()))["facts"][ev.FACT_LATENCY_MISSES][1]["unit"] == "ms"
+
+
+# -- SUITE_ERROR: a check that crashed is not a deployment finding ------------------------------------
+def test_suite_errors_rank_below_a_deployment_finding() -> None:
+    e = s_wrong_service_id()
+    e.add_fact(FACT_SUITE_ERRORS, ["x.py::test_y (in a fixture): PytestWarning: boom"])
+    findings = diagnose(e)
+    assert primary(findings).code == "SERVICE_ID_REJECTED"
+    assert [f.code for f in findings if f.code == "SUITE_ERROR"] == ["SUITE_ERROR"]
+
+
+def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
+    try:
+        if cause is None:
+            raise exc
+        raise exc from cause
+    except BaseException as caught:  # noqa: BLE001 - the test wants the raised object
+        return caught
+
+
+@pytest.mark.parametrize(("exc", "answer"), [
+    pytest.param(AssertionError("proxy said 401"), True, id="assertion"),
+    pytest.param(pytest.fail.Exception("REVOCATION_DELAYED: ...", pytrace=False), True, id="pytest.fail"),
+    pytest.param(ConnectionRefusedError(111, "refused"), True, id="refused"),
+    pytest.param(TimeoutError("timed out"), True, id="timeout"),
+    pytest.param(pytest.PytestWarning("record_property is incompatible"), False, id="warning-as-error"),
+    pytest.param(UserWarning("Any type hint is inferred as AnyType"), False, id="library-warning"),
+    pytest.param(TypeError("unexpected keyword"), False, id="suite-bug"),
+    pytest.param(ImportError("no module named mlflow"), False, id="missing-import"),
+])
+def test_deployment_answers_and_suite_errors_are_told_apart(exc: BaseException, answer: bool) -> None:
+    assert is_deployment_answer(_raised(exc)) is answer
+
+
+def test_the_cause_chain_decides_for_a_wrapped_error() -> None:
+    import requests
+
+    from pytest_hokusai.errors import HokusaiError
+
+    wrapped_http = _raised(HokusaiError("log_model failed"), requests.ConnectionError("refused"))
+    wrapped_warning = _raised(HokusaiError("log_model failed"), UserWarning("Any type hint is inferred"))
+    assert is_deployment_answer(wrapped_http) is True
+    assert is_deployment_answer(wrapped_warning) is False
+    finding = suite_error_for_check("checks/test_registration.py::test_x", "call", wrapped_warning)
+    assert finding is not None and finding.code == "SUITE_ERROR" and finding.category == "other"
+    assert "UserWarning: Any type hint is inferred" in finding.summary
+    assert "host project's warning filters" in finding.summary
+    assert finding.evidence == ["checks/test_registration.py::test_x (in the check): UserWarning: Any type hint "
+                                "is inferred"]
+    assert suite_error_for_check("n", "call", wrapped_http) is None

@@ -24,9 +24,11 @@ import pytest
 
 from ..secret import Secret
 from ..settings import EXPIRED_KEY_ENV, READONLY_KEY_ENV, REVOKED_KEY_ENV, extra_key
-from ._support import describe, keep_leftovers
+from ._support import HOST_SAFE_FILTERS, describe, keep_leftovers, record
 
-pytestmark = [pytest.mark.live, pytest.mark.hokusai_edge]
+# HOST_SAFE_FILTERS: warnings from the libraries the checks drive, silenced on the checks themselves
+# so that a host project's filterwarnings = error cannot turn them into errors (see _support).
+pytestmark = [pytest.mark.live, pytest.mark.hokusai_edge, *HOST_SAFE_FILTERS]
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 MLFLOW_API = "/api/2.0/mlflow"
@@ -88,7 +90,7 @@ def _add_facts(hokusai_run, facts):
 
 
 def test_revoked_key_is_rejected(hokusai_session, hokusai_settings, hokusai_keys, hokusai_run, hokusai_measure,
-                                 record_property):
+                                 request):
     key = hokusai_keys.revoked
     if key is None:
         pytest.skip(f"no revoked key: export {REVOKED_KEY_ENV} (a key revoked in the Hokusai dashboard), {LOCAL_HINT}")
@@ -110,7 +112,7 @@ def test_revoked_key_is_rejected(hokusai_session, hokusai_settings, hokusai_keys
         time.sleep(POLL_INTERVAL_S)
         last = _search(hokusai_session, hokusai_settings, key, "check:edge-revoked-key-poll")
     served_for = time.monotonic() - started  # > bound when it is still served
-    record_property("hokusai_revocation", f"revoked key served for {served_for:.1f} s after the first try "
+    record(request, "hokusai_revocation", f"revoked key served for {served_for:.1f} s after the first try "
                                           f"(bound {bound:g} s), then {last.status}")
     if not last.ok:
         hokusai_measure("revocation_delay_s", served_for)
@@ -305,7 +307,7 @@ def _sha256(path: Path) -> str:
 
 
 def test_large_model_artifact_roundtrip(hokusai_mlflow_client, hokusai_settings, hokusai_unique_name,
-                                        hokusai_measure, record_property, tmp_path, monkeypatch):
+                                        hokusai_measure, request, tmp_path, monkeypatch):
     client = hokusai_mlflow_client
     # After the body is sent, the server may still be writing it to its artifact store: give the
     # client's wait for the answer more than the per-request timeout (restored after the test).
@@ -334,7 +336,7 @@ def test_large_model_artifact_roundtrip(hokusai_mlflow_client, hokusai_settings,
         down_s = time.monotonic() - started
         hokusai_measure("large_download_s", down_s)
         mb = size / 1024 / 1024
-        record_property("hokusai_large_model", f"{mb:g} MB: up {up_s:.2f} s ({mb / max(up_s, 1e-6):.1f} MB/s), "
+        record(request, "hokusai_large_model", f"{mb:g} MB: up {up_s:.2f} s ({mb / max(up_s, 1e-6):.1f} MB/s), "
                                                f"down {down_s:.2f} s ({mb / max(down_s, 1e-6):.1f} MB/s)")
         got_size = local.stat().st_size
         assert got_size == size, f"downloaded {got_size} bytes of the {size} uploaded"

@@ -24,9 +24,11 @@ import pytest
 from ..baseline import baseline_p50, load_baseline, regression
 from ..errors import SettingsError
 from ..state import percentile
-from ._support import describe, keep_leftovers
+from ._support import HOST_SAFE_FILTERS, describe, keep_leftovers, record
 
-pytestmark = [pytest.mark.live, pytest.mark.hokusai_perf]
+# HOST_SAFE_FILTERS: warnings from the libraries the checks drive, silenced on the checks themselves
+# so that a host project's filterwarnings = error cannot turn them into errors (see _support).
+pytestmark = [pytest.mark.live, pytest.mark.hokusai_perf, *HOST_SAFE_FILTERS]
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 AUTH_SAMPLES = 20
@@ -67,9 +69,10 @@ def _record_miss(hokusai_run, measure, nodeid, *, p50, p95, n, budget=None, befo
             phases=phases))
 
 
-def _judge(measure, what, samples, budget_ms, baseline, factor, record_property, hokusai_run, nodeid):
+def _judge(measure, what, samples, budget_ms, baseline, factor, request, hokusai_run):
+    nodeid = request.node.nodeid
     p50, p95 = statistics.median(samples), percentile(samples, 95)
-    record_property(f"hokusai_{measure}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, n={len(samples)}")
+    record(request, f"hokusai_{measure}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, n={len(samples)}")
     problems = []
     over = p95 > budget_ms
     if over:
@@ -87,7 +90,7 @@ def _judge(measure, what, samples, budget_ms, baseline, factor, record_property,
 
 
 def test_auth_validation_latency(hokusai_auth_client, hokusai_api_key, hokusai_settings, perf_baseline,
-                                 record_property, hokusai_run, request):
+                                 hokusai_run, request):
     def validate():
         outcome = hokusai_auth_client.validate(hokusai_api_key, style="header",
                                                service_id=hokusai_settings.service_id, label="check:perf-validate")
@@ -96,11 +99,10 @@ def test_auth_validation_latency(hokusai_auth_client, hokusai_api_key, hokusai_s
 
     samples = _sample(AUTH_SAMPLES, validate)
     _judge("auth_validate_ms", "auth validation", samples, hokusai_settings.budget_auth_ms, perf_baseline,
-           hokusai_settings.regression_factor, record_property, hokusai_run, request.node.nodeid)
+           hokusai_settings.regression_factor, request, hokusai_run)
 
 
-def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline, record_property, hokusai_run,
-                               request):
+def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline, hokusai_run, request):
     def search():
         result = hokusai_session.probe("GET", hokusai_settings.tracking_uri + SEARCH, label="check:perf-proxy")
         assert result.status == 200, f"a proxied request failed during the latency sample: {describe(result)}"
@@ -108,11 +110,11 @@ def test_proxy_request_latency(hokusai_session, hokusai_settings, perf_baseline,
 
     samples = _sample(PROXY_SAMPLES, search)
     _judge("proxy_request_ms", "proxy", samples, hokusai_settings.budget_proxy_ms, perf_baseline,
-           hokusai_settings.regression_factor, record_property, hokusai_run, request.node.nodeid)
+           hokusai_settings.regression_factor, request, hokusai_run)
 
 
 def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_unique_name, hokusai_settings,
-                           hokusai_measure, perf_baseline, record_property, hokusai_run, request):
+                           hokusai_measure, perf_baseline, hokusai_run, request):
     from ..canary import canary_name, remove_registration
     from ..registry import register_toy_model
 
@@ -138,7 +140,7 @@ def test_registration_time(hokusai_mlflow_client, hokusai_toy_model, hokusai_uni
                 experiment_names=[experiment]))
     hokusai_measure("registration_s", took)
     phases = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in registration.timings.items())
-    record_property("hokusai_registration_s", f"{took:.2f} s ({phases})")
+    record(request, "hokusai_registration_s", f"{took:.2f} s ({phases})")
     failures = []
     budget = hokusai_settings.budget_registration_s
     over = took > budget

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ._support import describe, json_detail, keep_leftovers
+from ._support import HOST_SAFE_FILTERS, describe, json_detail, keep_leftovers, record
 
-pytestmark = [pytest.mark.live, pytest.mark.hokusai_proxy]
+# HOST_SAFE_FILTERS: warnings from the libraries the checks drive, silenced on the checks themselves
+# so that a host project's filterwarnings = error cannot turn them into errors (see _support).
+pytestmark = [pytest.mark.live, pytest.mark.hokusai_proxy, *HOST_SAFE_FILTERS]
 
 SEARCH = "api/2.0/mlflow/experiments/search?max_results=1"
 PROXY_SAMPLES = 5
@@ -49,12 +51,12 @@ MATRIX = [
 
 
 @pytest.mark.parametrize(("mount", "api", "auth"), MATRIX, ids=["-".join(c) for c in MATRIX])
-def test_discovery_matrix(hokusai_session, hokusai_settings, record_property, mount, api, auth):
+def test_discovery_matrix(hokusai_session, hokusai_settings, request, mount, api, auth):
     base = hokusai_settings.tracking_uri if mount == "proxy" else hokusai_settings.direct_mlflow_url
     url = f"{base}/{api}/mlflow/experiments/search?max_results=1"
     result = hokusai_session.probe("GET", url, key=hokusai_session.key if auth == "key" else None,
                                    label=f"check:discovery:{mount}:{api}:{auth}")
-    record_property("hokusai_discovery", f"{mount} {api} {auth} -> {result.exchange.status}")
+    record(request, "hokusai_discovery", f"{mount} {api} {auth} -> {result.exchange.status}")
     if mount == "proxy" and auth == "no-key":
         assert result.exchange.status == 401, f"the proxy must ask for a key before routing: {describe(result)}"
         assert json_detail(result) == "API key required", describe(result)

@@ -289,6 +289,18 @@ TEXTS: dict[str, RuleText] = {
         "upstream; for registration, the MLflow server's database and the artifact store (the check's phases "
         "show which step is slow). If the budget is simply too tight for this link, raise --hokusai-budget-*.",
         "F23"),
+    "SUITE_ERROR": RuleText(
+        "other", "A check crashed without an answer from the deployment",
+        "A check or one of its fixtures raised an exception that carries no answer from the deployment: an "
+        "error in the suite itself, or the host project's pytest settings (a warning that filterwarnings = "
+        "error or -W error turned into an exception, a missing plugin, a fixture overridden with another "
+        "scope). The check is reported as an error with its exception, never with a deployment's code.",
+        "The pytest-hokusai suite met a Python environment or pytest configuration it does not handle, or "
+        "has a bug; the deployment was not asked, or its answer is not what failed.",
+        "Read the exception in the check's report. For a warning turned into an error, add a filterwarnings "
+        "entry for it in the host project (or report it, so the check can carry the filter itself); for "
+        "anything else, report it to pytest-hokusai with the exception and your pytest settings.",
+        "none (the suite, not the platform)"),
     "UNEXPECTED_RESPONSE": RuleText(
         "other", "Something no rule explains",
         "A check failed or a probe answered in a way none of the rules above recognise; the evidence shows "

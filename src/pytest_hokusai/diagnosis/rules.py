@@ -26,6 +26,7 @@ from .fidelity import FIDELITY_MATCHERS
 from .latency import LATENCY_CODE, match_latency
 from .matchers import MATCHERS, Match, Matcher, said, where
 from .sdk_matchers import SDK_CODES, SDK_MATCHERS
+from .suite import SUITE_CODE, match_suite_error
 
 __all__ = ["PRECEDENCE", "RULES", "Match", "Rule", "diagnose", "finding_for_failure"]
 
@@ -60,7 +61,8 @@ class Rule:
 
 
 # -- the table, precedence, entry points ------------------------------------------------------------
-_MATCHERS: dict[str, Matcher] = {**MATCHERS, **FIDELITY_MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency}
+_MATCHERS: dict[str, Matcher] = {**MATCHERS, **FIDELITY_MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency,
+                                  SUITE_CODE: match_suite_error}
 
 RULES: dict[str, Rule] = {
     code: Rule(code=code, category=TEXTS[code].category, title=TEXTS[code].title, symptom=TEXTS[code].symptom,
@@ -86,12 +88,14 @@ PRECEDENCE: tuple[str, ...] = (
     *SDK_CODES,
     "AUTH_BYPASS", "REVOCATION_DELAYED",
     _UNEXPECTED,
+    SUITE_CODE,
     LATENCY_CODE,
 )
 assert set(PRECEDENCE) == set(RULES) == set(_MATCHERS), "every code needs one rule and one rank"
-assert PRECEDENCE[-2:] == (_UNEXPECTED, LATENCY_CODE), "unexplained, then performance only, rank last"
-#: The functional rules, in precedence order (everything but the two fallbacks).
-_FUNCTIONAL: tuple[str, ...] = PRECEDENCE[:-2]
+assert PRECEDENCE[-3:] == (_UNEXPECTED, SUITE_CODE, LATENCY_CODE), (
+    "unexplained, then the suite's own errors, then performance only, rank last")
+#: The functional rules, in precedence order (everything but the three fallbacks).
+_FUNCTIONAL: tuple[str, ...] = PRECEDENCE[:-3]
 
 
 def diagnose(evidence: TriageEvidence) -> list[Finding]:
@@ -105,6 +109,9 @@ def diagnose(evidence: TriageEvidence) -> list[Finding]:
     if not findings:
         unexpected = RULES[_UNEXPECTED].match(evidence)
         findings = [unexpected] if unexpected is not None else []
+    suite = RULES[SUITE_CODE].match(evidence)  # errors of the suite itself: never the deployment's code
+    if suite is not None:
+        findings.append(suite)
     latency = RULES[LATENCY_CODE].match(evidence)
     if latency is not None:
         findings.append(latency)
