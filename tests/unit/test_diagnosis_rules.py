@@ -396,10 +396,10 @@ def s_suite_error() -> TriageEvidence:
     """A healthy deployment; two checks crashed by themselves (a warning turned into an error)."""
     e = healthy()
     e.add_fact(FACT_SUITE_ERRORS, [
-        "checks/test_proxy.py::test_discovery_matrix[proxy-api/2.0-key] (in a fixture): PytestWarning: "
-        "record_property is incompatible with junit_family 'xunit2' (use 'legacy' or 'xunit1')",
-        "checks/test_registration.py::test_register_model_end_to_end (in the check): UserWarning: Any type "
-        "hint is inferred as AnyType",
+        ("checks/test_proxy.py::test_discovery_matrix[proxy-api/2.0-key] (in a fixture): PytestWarning: "
+        "record_property is incompatible with junit_family 'xunit2' (use 'legacy' or 'xunit1')"),
+        ("checks/test_registration.py::test_register_model_end_to_end (in the check): UserWarning: Any type "
+        "hint is inferred as AnyType"),
     ])
     return e
 
@@ -1146,6 +1146,6 @@ def test_the_cause_chain_decides_for_a_wrapped_error() -> None:
     assert finding is not None and finding.code == "SUITE_ERROR" and finding.category == "other"
     assert "UserWarning: Any type hint is inferred" in finding.summary
     assert "host project's warning filters" in finding.summary
-    assert finding.evidence == ["checks/test_registration.py::test_x (in the check): UserWarning: Any type hint "
-                                "is inferred"]
+    assert finding.evidence == [("checks/test_registration.py::test_x (in the check): UserWarning: Any type hint "
+                                "is inferred")]
     assert suite_error_for_check("n", "call", wrapped_http) is None
