@@ -870,7 +870,7 @@ def test_triage_of_hosts_that_accept_but_never_answer_stays_in_budget() -> None:
     assert evidence.probes[ev.API_HEALTH].error == "timeout" and evidence.probes[ev.AUTH_HEALTH].error == "timeout"
     assert set(evidence.probes) == {ev.API_HEALTH, ev.AUTH_HEALTH}
     found = primary(diagnose(evidence))
-    assert found.code == "HOST_UNREACHABLE" and "timeout" in found.summary
+    assert found.code == "HOST_UNREACHABLE" and "timed out" in found.summary
 
 
 @pytest.mark.parametrize("keys, code", [
@@ -1149,3 +1149,28 @@ def test_the_cause_chain_decides_for_a_wrapped_error() -> None:
     assert finding.evidence == [("checks/test_registration.py::test_x (in the check): UserWarning: Any type hint "
                                 "is inferred")]
     assert suite_error_for_check("n", "call", wrapped_http) is None
+
+
+# -- sentences that read as sentences, content types named right --------------------------------------
+def test_host_unreachable_reads_as_a_sentence() -> None:
+    e = TriageEvidence(api_url=API, auth_url=AUTH, tracking_uri=TRACKING, direct_mlflow_url=DIRECT,
+                       key_masked=KEY.masked)
+    e.add_probe(ev.API_HEALTH, x("GET", API + "/health", 200, {"status": "healthy"}))
+    e.add_probe(ev.AUTH_HEALTH, x("GET", AUTH + "/health", None, error="refused"))
+    found = primary(diagnose(e))
+    host = AUTH.split("://", 1)[1]
+    assert found.code == "HOST_UNREACHABLE"
+    assert found.summary == f"Nothing answers at {host} (auth-url): connection refused before any HTTP status."
+
+
+@pytest.mark.parametrize(("body", "ctype", "words"), [
+    ("Not Found", "text/plain", "a plain-text 404"),
+    ("<html><body><h1>404 Not Found</h1></body></html>", "text/html", "an HTML 404"),
+])
+def test_route_not_configured_names_the_content_type(body: str, ctype: str, words: str) -> None:
+    e = healthy()
+    e.add_probe(ev.PROXY_NO_KEY, x("GET", SEARCH, 404, body, ctype=ctype))
+    found = primary(diagnose(e))
+    assert found.code == "ROUTE_NOT_CONFIGURED", found
+    assert words in found.summary
+    assert ("plain-text" in found.summary) is (ctype == "text/plain")

@@ -93,6 +93,15 @@ _NETWORK_FIX = {
 }
 
 
+#: What a failure class means, as words that fit "Nothing answers at HOST (setting): ...".
+_NO_ANSWER_WORDS = {
+    "dns": "the name does not resolve",
+    "refused": "connection refused",
+    "timeout": "the connection timed out",
+    "connection": "the connection broke",
+}
+
+
 @_rule("HOST_UNREACHABLE")
 def _host_unreachable(e: TriageEvidence) -> Match | None:
     settings = _settings_for(e)
@@ -107,7 +116,8 @@ def _host_unreachable(e: TriageEvidence) -> Match | None:
 
         if dependency_down(e, settings[host]) is not None:
             continue  # the API answers and names this part as down: its own code, this probe its evidence
-        parts.append(f"{host} ({', '.join(settings[host])}) gives {first.error} before any HTTP status")
+        what = _NO_ANSWER_WORDS.get(first.error or "", first.error or "no answer")
+        parts.append(f"{host} ({', '.join(settings[host])}): {what} before any HTTP status")
         lines.append(first)
         fixes.append(f"{host}: {_NETWORK_FIX.get(first.error or '', 'check the host')}")
         keyed = e.probe(ev.PROXY_KEY)
@@ -180,17 +190,20 @@ def _route_not_configured(e: TriageEvidence) -> Match | None:
     def plain_404(ex: Exchange | None) -> bool:
         return t.status(ex) == 404 and not t.is_json(ex)
 
+    def kind(ex: Exchange) -> str:  # name the content type right: an HTML page is no plain text
+        return "an HTML 404" if t.is_html(ex) else "a plain-text 404"
+
     mount = t.path_of(e.tracking_uri).rstrip("/") or "/"
     if plain_404(no_key):
         assert no_key is not None
         seen = [no_key] + ([keyed] if plain_404(keyed) else [])
-        return Match(f"The balancer has no rule for {mount}/*: a request without a key gets a plain-text 404 "
+        return Match(f"The balancer has no rule for {mount}/*: a request without a key gets {kind(no_key)} "
                      f"{_q(t.detail(no_key, 60))} instead of the proxy's 401.", seen,
                      f"Add a balancer listener rule forwarding {mount}/* to the API service's target group "
                      "(on the HTTPS listener too, not only HTTP).")
     if plain_404(health):
         assert health is not None
-        return Match(f"The balancer answers the API's /health with a plain-text 404: no listener rule sends "
+        return Match(f"The balancer answers the API's /health with {kind(health)}: no listener rule sends "
                      f"{e.api_url} to the API service.", [health],
                      "Add the listener rules for the API host (/health, /api/*, /api/mlflow/*) on the listener "
                      "this URL uses (HTTPS as well as HTTP).")
