@@ -5,6 +5,7 @@ Registered by ``plugin.pytest_configure`` as plugin objects, so that ``plugin.py
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -339,6 +340,7 @@ class HokusaiReporting:
             return
         state = self.run.state
         state.target = self.run.target_block()
+        state.finished_at = time.time()  # the JSON report's finished_at / duration_s
         live = state.live_checks
         accepted = self.run.base_settings.accept
         explained = any(c.outcome == "xfailed" and c.diagnosis in accepted for c in live)

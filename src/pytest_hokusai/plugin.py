@@ -7,6 +7,7 @@ inside the fixtures, the stack and the report code that need them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -83,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     run = HokusaiRun(settings, keys, workerinput=workerinput, progress=_progress_writer(config))
     config.stash[STATE_KEY] = run
+    run.state.started_at = time.time()  # the JSON report's started_at / duration_s
     config.stash[RECORDER_KEY] = run.state.recorder
     install_log_redaction()
 

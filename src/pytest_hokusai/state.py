@@ -104,9 +104,12 @@ class TimingSeries:
     def add(self, value: float) -> None:
         self.samples.append(value)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
+        """``{p50, p95, n}``; a measure never sampled has ``null`` percentiles (never measured is not 0)."""
+        if not self.samples:
+            return {"p50": None, "p95": None, "n": 0}
         return {
-            "p50": round(statistics.median(self.samples), 2) if self.samples else 0,
+            "p50": round(statistics.median(self.samples), 2),
             "p95": round(percentile(self.samples, 95), 2),
             "n": len(self.samples),
         }
@@ -127,6 +130,9 @@ class RunState:
     #: what the run created and could not remove (one entry per kind and name)
     leftovers: list[Leftover] = field(default_factory=list)
     _unsent_leftovers: list[Leftover] = field(default_factory=list, repr=False, compare=False)
+    #: wall-clock start and end of the run (epoch seconds; None until known), for the JSON report
+    started_at: float | None = None
+    finished_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def time(self, name: str, value: float) -> None:
@@ -187,7 +193,7 @@ class RunState:
         registration = self.registration_s
         if registration is None and self.timings.get("registration_s"):
             registration = statistics.median(self.timings["registration_s"].samples)
-        block["registration_s"] = round(registration, 3) if registration is not None else 0.0
+        block["registration_s"] = round(registration, 3) if registration is not None else None  # never measured
         for name, series in sorted(self.timings.items()):
             if name not in block:
                 block[name] = series.summary()

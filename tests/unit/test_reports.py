@@ -6,6 +6,7 @@ No network, no processes. Key-shaped constants are built at run time, never writ
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 from datetime import datetime, timezone
@@ -33,7 +34,7 @@ from pytest_hokusai.report.html import (
     redact_metadata,
     summary_html,
 )
-from pytest_hokusai.report.json_report import TARGET_KEYS, TOP_LEVEL_KEYS
+from pytest_hokusai.report.json_report import ADDED_KEYS, COUNTED_OUTCOMES, TARGET_KEYS, TOP_LEVEL_KEYS
 from pytest_hokusai.report.markdown import cell, write_markdown
 from pytest_hokusai.secret import Secret
 from pytest_hokusai.settings import HokusaiSettings
@@ -90,6 +91,15 @@ def assert_schema(report: dict[str, Any]) -> None:
     assert isinstance(report["leftovers"], list)
     for left in report["leftovers"]:
         assert {"kind", "name", "why"} <= set(left)
+    assert set(ADDED_KEYS) <= set(report), "the keys added since are there"
+    for name in ("started_at", "finished_at"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", report[name]), report[name]
+    assert report["started_at"] <= report["finished_at"]
+    assert isinstance(report["duration_s"], float) and report["duration_s"] >= 0
+    assert set(COUNTED_OUTCOMES) <= set(report["counts"])
+    assert sum(report["counts"].values()) == len(report["checks"])
+    assert set(report["versions"]) == {"plugin", "python", "mlflow", "sdk"}
+    assert report["versions"]["python"] and report["versions"]["plugin"]
     assert report["schema"] == SCHEMA == "pytest-hokusai/1"
     assert report["verdict"] in ("pass", "fail")
     assert tuple(report["target"])[: len(TARGET_KEYS)] == TARGET_KEYS
@@ -106,7 +116,7 @@ def assert_schema(report: dict[str, Any]) -> None:
     assert list(timings)[:3] == ["auth_validate_ms", "proxy_request_ms", "registration_s"]
     for name in ("auth_validate_ms", "proxy_request_ms"):
         assert set(timings[name]) == {"p50", "p95", "n"}
-    assert isinstance(timings["registration_s"], float)
+    assert timings["registration_s"] is None or isinstance(timings["registration_s"], float)
     json.dumps(report)  # serialisable as is
 
 
@@ -421,3 +431,25 @@ def test_timings_without_samples_show_a_dash(settings: HokusaiSettings) -> None:
     assert "| proxy_request_ms | \u2014 | \u2014 | 0 |" in text
     assert "Registration (train, log, register, verify): not measured" in text
     assert "## Verdict: \u274c **FAIL**" in text  # nothing ran: a gate never passes by skipping
+
+
+def test_json_report_never_measured_is_null_and_run_facts_are_there(settings: HokusaiSettings) -> None:
+    state = RunState()
+    state.record_check(CheckResult("c.py::test_a", "passed", 0.1, ["live"]))
+    state.record_check(CheckResult("c.py::test_b", "skipped", 0.0, ["live"]))
+    state.record_check(CheckResult("c.py::test_c", "error", 0.0, ["live"], diagnosis="SUITE_ERROR"))
+    state.started_at, state.finished_at = 1_796_000_000.0, 1_796_000_012.5
+    report = build_json_report(state, settings)
+    assert_schema(report)
+    assert report["timings"]["auth_validate_ms"] == {"p50": None, "p95": None, "n": 0}
+    assert report["timings"]["proxy_request_ms"] == {"p50": None, "p95": None, "n": 0}
+    assert report["timings"]["registration_s"] is None
+    assert report["started_at"] == "2026-11-30T00:53:20.000Z"
+    assert report["finished_at"] == "2026-11-30T00:53:32.500Z"
+    assert report["duration_s"] == 12.5
+    assert report["counts"] == {"passed": 1, "failed": 0, "skipped": 1, "error": 1}
+    assert report["budgets"] == {"auth_validate_ms": settings.budget_auth_ms,
+                                 "proxy_request_ms": settings.budget_proxy_ms,
+                                 "registration_s": settings.budget_registration_s}
+    markdown = render_markdown(report, generated_at=datetime(2026, 12, 9, tzinfo=timezone.utc))
+    assert "not measured" in markdown and "None" not in markdown

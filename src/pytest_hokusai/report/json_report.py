@@ -1,7 +1,9 @@
 """The machine-readable run summary, schema ``pytest-hokusai/1`` (DESIGN.md, "The JSON report").
 
 The schema is a public interface: keys are added, never renamed or removed. Top level:
-``schema``, ``verdict``, ``target``, ``diagnoses``, ``checks``, ``timings``. ``target`` may carry
+``schema``, ``verdict``, ``target``, ``diagnoses``, ``checks``, ``timings``, then the keys added
+since (:data:`ADDED_KEYS`): ``started_at`` / ``finished_at`` (ISO 8601 UTC), ``duration_s``,
+``counts``, ``versions`` and ``budgets``. A timing never measured is ``null``, not 0. ``target`` may carry
 extra keys (``versions``, ``sdk_installed``, ``service_id``...) after the five documented ones;
 ``timings`` carries extra named series after ``auth_validate_ms``, ``proxy_request_ms`` and
 ``registration_s``.
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
+import time
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,18 +27,26 @@ from ..state import Finding, RunState
 from ._redact import scrub, scrub_obj
 
 __all__ = [
+    "ADDED_KEYS",
+    "COUNTED_OUTCOMES",
     "SCHEMA",
     "TARGET_KEYS",
     "TOP_LEVEL_KEYS",
     "atomic_write_text",
     "build_json_report",
     "ordered_findings",
+    "run_versions",
     "write_json_report",
 ]
 
 SCHEMA = "pytest-hokusai/1"
 #: The documented top-level keys, in order.
 TOP_LEVEL_KEYS = ("schema", "verdict", "target", "diagnoses", "checks", "timings")
+#: Keys added since (DESIGN.md, "Added since"), after the documented ones; ``budgets`` gives each
+#: timing's budget so that readers (the HTML measures table) can judge it without the settings.
+ADDED_KEYS = ("started_at", "finished_at", "duration_s", "counts", "versions", "budgets")
+#: The outcomes ``counts`` always holds (others, e.g. ``xfailed``, are added when they occur).
+COUNTED_OUTCOMES = ("passed", "failed", "skipped", "error")
 #: The documented ``target`` keys, in order (extra keys may follow).
 TARGET_KEYS = ("mode", "api_url", "auth_url", "tracking_uri", "key")
 
@@ -80,6 +93,27 @@ def _with_owner(diagnosis: dict[str, Any]) -> dict[str, Any]:
     return diagnosis
 
 
+def _iso(moment: float) -> str:
+    """ISO 8601 UTC with a ``Z``: ``2026-11-30T10:41:03.123Z``."""
+    stamp = datetime.fromtimestamp(moment, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def run_versions() -> dict[str, str | None]:
+    """Versions that explain a run: the plugin, Python, the MLflow client, the hokusai SDK (``None``
+    when not installed). Read from package metadata: nothing heavy is imported."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"plugin": version("pytest-hokusai"), "python": platform.python_version(),
+            "mlflow": version("mlflow"), "sdk": version("hokusai-ml-platform")}
+
+
 def build_json_report(
     state: RunState,
     settings: HokusaiSettings,
@@ -110,6 +144,12 @@ def build_json_report(
         row["duration_s"] = float(row["duration_s"])
         checks.append(row)
 
+    counts = dict.fromkeys(COUNTED_OUTCOMES, 0)
+    for row in checks:
+        counts[str(row["outcome"])] = counts.get(str(row["outcome"]), 0) + 1
+    now = time.time()
+    started = state.started_at if state.started_at is not None else now
+    finished = state.finished_at if state.finished_at is not None else now
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "verdict": state.verdict,
@@ -118,6 +158,13 @@ def build_json_report(
         "checks": checks,
         "timings": state.timings_block(),
         "leftovers": [left.to_dict() for left in state.leftovers],
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "duration_s": round(max(0.0, finished - started), 3),
+        "counts": counts,
+        "versions": run_versions(),
+        "budgets": {"auth_validate_ms": settings.budget_auth_ms, "proxy_request_ms": settings.budget_proxy_ms,
+                    "registration_s": settings.budget_registration_s},
     }
     scrubbed: dict[str, Any] = scrub_obj(report)
     return scrubbed
