@@ -6,8 +6,8 @@ No network, no processes. Key-shaped constants are built at run time, never writ
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
@@ -425,8 +425,10 @@ def test_extras_plugin_makereport_wrapper() -> None:
 def test_timings_without_samples_show_a_dash(settings: HokusaiSettings) -> None:
     report = build_json_report(RunState(), settings)
     html = summary_html(report)
-    assert "<tr><td>proxy_request_ms</td><td>\u2014</td><td>\u2014</td><td>0</td></tr>" in html
-    assert '<td colspan="3">\u2014</td>' in html  # registration not measured
+    assert ("<tr><td>proxy_request_ms</td><td>\u2014</td><td>\u2014</td><td>0</td><td>2000 ms</td>"
+            '<td class="hk-result">not measured</td></tr>') in html
+    assert ('<td colspan="3">not measured</td><td>120 s</td><td class="hk-result">not measured</td>'
+            in html)  # registration not measured
     text = render_markdown(report, generated_at=datetime(2025, 1, 1))
     assert "| proxy_request_ms | \u2014 | \u2014 | 0 |" in text
     assert "Registration (train, log, register, verify): not measured" in text
@@ -453,3 +455,79 @@ def test_json_report_never_measured_is_null_and_run_facts_are_there(settings: Ho
                                  "registration_s": settings.budget_registration_s}
     markdown = render_markdown(report, generated_at=datetime(2026, 12, 9, tzinfo=timezone.utc))
     assert "not measured" in markdown and "None" not in markdown
+
+
+def test_measures_table_has_budget_and_result(settings: HokusaiSettings) -> None:
+    state = RunState()
+    for value in (5.0, 7.0, 1500.0):
+        state.time("auth_validate_ms", value)
+    state.time("proxy_request_ms", 12.0)
+    state.registration_s = 3.5
+    html = summary_html(build_json_report(state, settings))
+    table = html.split('<table id="hokusai-timings">', 1)[1].split("</table>", 1)[0]
+    assert "<th>budget</th><th>result</th>" in table
+    assert "<td>auth_validate_ms</td>" in table and "<td>1000 ms</td>" in table
+    rows = {row.split("</td>", 1)[0]: row for row in table.split("<tr><td>")[1:]}
+    assert "over budget" in rows["auth_validate_ms"]  # p95 1500 ms > 1000 ms
+    assert "within budget" in rows["proxy_request_ms"]
+    assert "within budget" in rows["registration_s"] and "120 s" in rows["registration_s"]
+
+
+def test_skip_reason_renders_as_text_and_stays_a_tuple() -> None:
+    from pytest_hokusai.report.html import SkipReason
+
+    report = pytest.TestReport("c.py::test_sdk", ("c.py", 3, "test_sdk"), {}, "skipped",
+                               ("/x/c.py", 33, "Skipped: the SDK is not installed"), "setup")
+    HokusaiHtmlPlugin(dict).pytest_runtest_logreport(report)
+    assert isinstance(report.longrepr, SkipReason)
+    path, lineno, reason = report.longrepr  # pytest's -rs summary and junitxml unpack it
+    assert (path, lineno, reason) == ("/x/c.py", 33, "Skipped: the SDK is not installed")
+    assert report.longreprtext == "Skipped: the SDK is not installed"
+
+
+def test_chart_stays_readable_with_an_outlier() -> None:
+    """One 3 s measure and fifteen 2-20 ms ones: every bar is at least 5 % of the axis wide, and
+    no label holds a host and port."""
+    import math
+
+    from pytest_hokusai.report.chart import summary_chart_figure
+
+    rows = {"PUT http://127.0.0.1:34559/api/mlflow/api/2.0/mlflow-artifacts/artifacts/{id}/model.pkl":
+            {"p50": 3000.0, "p95": 3000.0, "n": 1}}
+    for i in range(15):
+        value = 2.0 + i * 18.0 / 14
+        rows[f"GET 127.0.0.1:34559/api/mlflow/api/2.0/mlflow/registered-models/get-{i}?name=*"] = {
+            "p50": value, "p95": value, "n": 4}
+    fig = summary_chart_figure(rows, budgets={"auth validation budget": 1000.0, "proxy request budget": 2000.0})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    assert len(bars) == 2 * len(rows)  # a p95 and a p50 bar per measure
+    # the share of the axis each bar covers, from its data coordinates through the axes transform
+    for bar in bars:
+        x0, x1 = bar.get_x(), bar.get_x() + bar.get_width()
+        (a, _), (b, _) = ax.transAxes.inverted().transform(ax.transData.transform([(x0, 0), (x1, 0)]))
+        assert b - a >= 0.05, f"a {x1:g} ms bar is only {100 * (b - a):.1f} % of the axis"
+        assert math.isclose(a, 0.0, abs_tol=1e-9)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == len(rows)
+    host_port = re.compile(r"(\d{1,3}\.){3}\d{1,3}|localhost|:\d{2,5}\b")
+    assert not [label for label in labels if host_port.search(label)], labels
+    assert all(label.split()[0] in ("GET", "PUT") and "/" in label for label in labels), labels
+    budget_lines = [line for line in ax.get_lines() if line.get_linestyle() in ("--", ":")]
+    assert sorted(line.get_xdata()[0] for line in budget_lines) == [1000.0, 2000.0]
+
+
+def test_latency_by_endpoint_with_services_names_them_instead_of_host_and_port() -> None:
+    exchanges = [
+        Exchange("GET", "http://127.0.0.1:5123/health", status=200, elapsed_ms=3.0),
+        Exchange("GET", "http://127.0.0.1:5124/health", status=200, elapsed_ms=4.0),
+        Exchange("GET", "http://127.0.0.1:5123/api/mlflow/api/2.0/mlflow/runs/get?run_id=0a1b2c3d4e5f6a7b8c9d",
+                 status=200, elapsed_ms=9.0),
+    ]
+    services = {"http://127.0.0.1:5123": "api", "http://127.0.0.1:5124": "auth",
+                "http://127.0.0.1:5123/api/mlflow": "proxy"}
+    assert latency_by_endpoint(exchanges, services) == {
+        "GET /health (api)": [3.0], "GET /health (auth)": [4.0],
+        "GET /api/2.0/mlflow/runs/get?run_id=* (proxy)": [9.0],
+    }

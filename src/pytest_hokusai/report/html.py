@@ -42,6 +42,7 @@ __all__ = [
     "SECRET_NAME",
     "HokusaiHtmlExtras",
     "HokusaiHtmlPlugin",
+    "SkipReason",
     "attach_extras",
     "chart_data_uri",
     "exchanges_html",
@@ -108,32 +109,69 @@ def chart_data_uri(report: Mapping[str, Any], exchanges: Iterable[Exchange] = ()
     """The latency chart as a ``data:`` URI: per endpoint from the exchanges if there are any,
     else from the report's timing series; ``None`` if matplotlib cannot be imported."""
     try:
-        series = latency_by_endpoint(exchanges)
+        series = latency_by_endpoint(exchanges, _services(report))
         if series:
-            return png_data_uri(latency_chart_png(series))
+            return png_data_uri(latency_chart_png(series, budgets=_budget_lines(report)))
         rows = {
             name: value for name, value in dict(report.get("timings") or {}).items()
-            if isinstance(value, Mapping) and value.get("n")
+            if isinstance(value, Mapping) and value.get("n") and name.endswith("_ms")
         }
-        return png_data_uri(summary_chart_png(rows, title="Latency per measure"))
+        return png_data_uri(summary_chart_png(rows, title="Latency per measure", budgets=_budget_lines(report)))
     except ImportError:
         return None
 
 
-def _timings_table(timings: Mapping[str, Any]) -> str:
+#: Chart names of the target's base URLs (labels name the service instead of its host and port).
+_SERVICE_NAMES = (("tracking_uri", "proxy"), ("direct_mlflow_url", "direct MLflow"), ("auth_url", "auth"),
+                  ("api_url", "api"))
+
+
+def _services(report: Mapping[str, Any]) -> dict[str, str]:
+    target = dict(report.get("target") or {})
+    return {str(target[key]): name for key, name in _SERVICE_NAMES if target.get(key)}
+
+
+def _budget_lines(report: Mapping[str, Any]) -> dict[str, float]:
+    """The millisecond budgets to draw on the latency chart (``budgets`` of the JSON report)."""
+    budgets = dict(report.get("budgets") or {})
+    names = {"auth_validate_ms": "auth validation budget", "proxy_request_ms": "proxy request budget"}
+    return {label: float(budgets[key]) for key, label in names.items()
+            if isinstance(budgets.get(key), (int, float)) and budgets[key] > 0}
+
+
+def _judged(value: Any, budget: Any) -> str:
+    """The measures table's result cell: within / over budget, or why there is no verdict."""
+    if value is None:
+        return "not measured"
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool):
+        return "no budget"
+    return "within budget" if float(value) <= float(budget) else "over budget"
+
+
+def _timings_table(timings: Mapping[str, Any], budgets: Mapping[str, Any] | None = None) -> str:
+    """The measures table: p50, p95, n, and for the budgeted measures the budget and the result
+    (the p95, or the registration time, against it)."""
+    budgets = budgets or {}
     rows = []
     for name, value in timings.items():
         unit = " s" if name.endswith("_s") else (" ms" if name.endswith("_ms") else "")
+        budget = budgets.get(name)
+        budget_cell = f"{budget:g}{unit}" if isinstance(budget, (int, float)) else "\u2014"
         if isinstance(value, Mapping):
             n = value.get("n", 0)
-            p50, p95 = (f"{value.get('p50', 0)}{unit}", f"{value.get('p95', 0)}{unit}") if n else ("\u2014",) * 2
+            measured = n and value.get("p95") is not None
+            p50, p95 = (f"{value.get('p50')}{unit}", f"{value.get('p95')}{unit}") if measured else ("\u2014",) * 2
+            result = _judged(value.get("p95") if measured else None, budget) if name in budgets else "\u2014"
             rows.append(f"<tr><td>{_text(name)}</td><td>{_text(p50)}</td><td>{_text(p95)}</td>"
-                        f"<td>{_text(n)}</td></tr>")
+                        f"<td>{_text(n)}</td><td>{_text(budget_cell)}</td>"
+                        f'<td class="hk-result">{_text(result)}</td></tr>')
         else:
-            shown = f"{value}{unit}" if value else "\u2014"  # registration_s is 0.0 when not measured
-            rows.append(f'<tr><td>{_text(name)}</td><td colspan="3">{_text(shown)}</td></tr>')
+            shown = f"{value}{unit}" if value is not None else "not measured"
+            result = _judged(value, budget) if name in budgets else "\u2014"
+            rows.append(f'<tr><td>{_text(name)}</td><td colspan="3">{_text(shown)}</td>'
+                        f'<td>{_text(budget_cell)}</td><td class="hk-result">{_text(result)}</td></tr>')
     return ('<table id="hokusai-timings"><thead><tr><th>measure</th><th>p50</th><th>p95</th><th>n</th>'
-            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "<th>budget</th><th>result</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _evidence_list(evidence: Iterable[Any]) -> str:
@@ -203,7 +241,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
         parts.append(f'<div id="hokusai-findings"><b>Other findings</b><ul>{"".join(items)}</ul></div>')
     parts.append(leftovers_html(report.get("leftovers") or []))
     parts.append('<div class="hk-row">')
-    parts.append(_timings_table(dict(report.get("timings") or {})))
+    parts.append(_timings_table(dict(report.get("timings") or {}), dict(report.get("budgets") or {})))
     if chart_uri:
         parts.append(f'<img id="hokusai-latency-chart" alt="Latency per endpoint (p50, p95)" '
                      f'src="{escape(chart_uri, quote=True)}">')
@@ -310,6 +348,17 @@ def redact_config_metadata(config: pytest.Config) -> None:
         redact_metadata(metadata)
 
 
+# -- skip reasons as text ----------------------------------------------------------------------------
+class SkipReason(tuple):  # type: ignore[type-arg]
+    """A skip's ``(path, lineno, reason)`` that renders as ``Skipped: reason`` rather than as a Python
+    tuple (pytest-html shows ``longreprtext``). Still a 3-tuple, so pytest's terminal ``-rs`` summary
+    and junitxml unpack it as before. Set on the controller only (after any xdist transport)."""
+
+    def toterminal(self, out: Any) -> None:
+        reason = str(self[2])
+        out.line(reason if reason.startswith("Skipped") else f"Skipped: {reason}")
+
+
 # -- the plugin objects ----------------------------------------------------------------------------
 class HokusaiHtmlPlugin:
     """pytest-html hooks of the controller (register with
@@ -370,6 +419,11 @@ class HokusaiHtmlPlugin:
     def pytest_metadata(self, metadata: MutableMapping[str, Any]) -> None:
         # trylast: after the other pytest_metadata implementations have added their values
         redact_metadata(metadata)
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest-html renders the row's log from longreprtext
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+            report.longrepr = SkipReason(report.longrepr)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:

@@ -16,8 +16,8 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
