@@ -354,7 +354,7 @@ def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
     children: set[int] = set()
     try:
         deadline = time.monotonic() + 90
-        while not any(line.startswith("export MLFLOW_TRACKING_TOKEN") for line in out):
+        while not any(line.startswith("source ") for line in out):
             assert time.monotonic() < deadline, "hokusai-stack up printed no banner in 90 s"
             try:
                 name, line = lines.get(timeout=0.5)
@@ -362,11 +362,22 @@ def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
                 assert up.poll() is None, f"up exited early: {redact(chr(10).join(err))}"
                 continue
             (out if name == "out" else err).append(line)
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in out
+        # the export lines are in a 0600 env file; the screen shows the key masked and how to load it
+        env_file = Path(next(line for line in out if line.startswith("source ")).removeprefix("source "))
+        assert env_file == data_dir / "hokusai-stack.env"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        env_lines = env_file.read_text().splitlines()
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in env_lines
                        if line.startswith("export ") and " " not in line.removeprefix("export "))
         up_key = Secret(exports.pop("HOKUSAI_API_KEY"), source="hokusai-stack up")  # masks it from now on
         state_file = Path(exports["HOKUSAI_STACK_STATE_FILE"])
         assert up_key.is_well_formed()
+        screen = "\n".join(out + err)
+        assert up_key.reveal() not in screen, "the full key must not be printed"
+        assert up_key.masked in screen
+        sourced = subprocess.run(["bash", "-c", f"source {env_file} && echo \"$MLFLOW_TRACKING_TOKEN\""],
+                                 capture_output=True, text=True, timeout=30, check=True)
+        assert sourced.stdout.strip() == up_key.reveal(), "sourcing the env file sets the token"
         assert state_file == data_dir / "stack.json" and stat.S_IMODE(state_file.stat().st_mode) == 0o600
         assert up_key.reveal() not in state_file.read_text()
         children = descendants(up.pid)
@@ -395,7 +406,7 @@ def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
         row = next(line for line in _cli("keys", "list", "--state-file", str(state_file), env=env)
                    .stdout.splitlines() if line.startswith(key_id))
         assert row.split()[2] == "no"
-        target = next(line for line in out if line.startswith("export HOKUSAI_TARGET=remote "))
+        target = next(line for line in env_lines if line.startswith("export HOKUSAI_TARGET=remote "))
         assert f"HOKUSAI_API_URL={state['api_url']} HOKUSAI_AUTH_URL={state['auth_url']}" in target
 
         missing = _cli("keys", "list", "--state-file", str(tmp_path / "nope.json"), env=env)
@@ -423,6 +434,7 @@ def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
         (out if name == "out" else err).append(line)
     assert not alive(children)
     assert not state_file.exists()
+    assert not env_file.exists(), "the env file (a full key) is removed at stop"
     assert "hokusai-stack: stopped" in err
     assert "Traceback" not in "\n".join(err)
 

@@ -8,10 +8,10 @@
     hokusai-stack keys revoke KEY_ID_OR_PREFIX
     hokusai-stack faults
 
-``up`` prints the URLs and ``export`` lines (including one freshly minted key: the one place a
-full key is printed, because the user asked for one) and writes a state file (0600) that the
-``keys`` commands read, via ``--state-file`` or ``HOKUSAI_STACK_STATE_FILE``. Ctrl-C or SIGTERM
-stops everything and exits 0.
+``up`` prints the URLs and the key masked, and writes the ``export`` lines (the freshly minted key
+in full among them) to an env file only the user can read (0600; ``source`` it in another shell),
+and a state file (0600) that the ``keys`` commands read, via ``--state-file`` or
+``HOKUSAI_STACK_STATE_FILE``. Both are removed at stop. Ctrl-C or SIGTERM stops everything and exits 0.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Where to write the state file for 'keys' (default DATA_DIR/stack.json)")
     up.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
                     help="Seconds the whole start may take (default 60)")
+    up.add_argument("--env-file", type=Path, metavar="PATH",
+                    help="Where to write the export lines, key included, mode 0600 "
+                         "(default: hokusai-stack.env next to the state file)")
 
     keys = sub.add_parser("keys", help="Create, list or revoke keys of a running stack")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -137,6 +140,7 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     stack: Any = None
     state_file: Path | None = None
+    env_file: Path | None = None
     code = 0
     try:
         _progress("starting MLflow, the auth service and the API service ...")
@@ -151,7 +155,8 @@ def _up(args: argparse.Namespace) -> int:
         key = stack.mint_key(scopes=("read", "write"), name="hokusai-stack up")
         if faults != without_process_faults(faults):
             stack.set_faults(faults)
-        _print_banner(stack, state_file, key.reveal())
+        env_file = _write_exports(stack, state_file, key, getattr(args, "env_file", None))
+        _print_banner(stack, state_file, key, env_file)
         while True:
             time.sleep(0.5)
             stack.check_alive()
@@ -168,12 +173,32 @@ def _up(args: argparse.Namespace) -> int:
             stack.stop()
         if state_file is not None:
             state_file.unlink(missing_ok=True)
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)  # its key belongs to a stack that no longer runs
     if stack is not None:
         _progress("stopped")
     return code
 
 
-def _print_banner(stack: Any, state_file: Path, raw_key: str) -> None:
+def _export_lines(stack: Any, state_file: Path, raw_key: str) -> list[str]:
+    return [
+        f"export HOKUSAI_TARGET=remote HOKUSAI_API_URL={stack.api_url} HOKUSAI_AUTH_URL={stack.auth_url}",
+        f"export {STATE_FILE_ENV}={state_file}",
+        f"export MLFLOW_TRACKING_URI={stack.tracking_uri}",
+        f"export HOKUSAI_API_KEY={raw_key}",
+        'export MLFLOW_TRACKING_TOKEN="$HOKUSAI_API_KEY"',
+    ]
+
+
+def _write_exports(stack: Any, state_file: Path, key: Any, env_file: Path | None) -> Path:
+    """The export lines, with the full key, in a 0600 file (never on screen)."""
+    from .envfile import ENV_FILE_NAME, write_env_file
+
+    path = env_file or state_file.parent / ENV_FILE_NAME
+    return write_env_file(path, _export_lines(stack, state_file, key.reveal()))
+
+
+def _print_banner(stack: Any, state_file: Path, key: Any, env_file: Path) -> None:
     faults = ", ".join(stack.faults) or "none"
     lines = [
         f"Hokusai local stack is up (faults: {faults}). Ctrl-C stops it.",
@@ -184,13 +209,12 @@ def _print_banner(stack: Any, state_file: Path, raw_key: str) -> None:
         f"  MLflow upstream   {stack.mlflow_url}",
         f"  data dir          {stack.data_dir}",
         f"  state file        {state_file}",
+        f"  API key           {key.masked} (read, write; in full only in the env file)",
+        (f"  env file          {env_file} (mode 0600: HOKUSAI_API_URL, HOKUSAI_AUTH_URL, HOKUSAI_API_KEY, "
+         f"{STATE_FILE_ENV}, MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN)"),
         "",
-        f"export HOKUSAI_TARGET=remote HOKUSAI_API_URL={stack.api_url} HOKUSAI_AUTH_URL={stack.auth_url}",
-        f"export {STATE_FILE_ENV}={state_file}",
-        f"export MLFLOW_TRACKING_URI={stack.tracking_uri}",
-        # The user ran 'up' to get a working key: this is the one sanctioned print of a full key.
-        f"export HOKUSAI_API_KEY={raw_key}",
-        'export MLFLOW_TRACKING_TOKEN="$HOKUSAI_API_KEY"',
+        "In another shell, load the environment with:",
+        f"source {env_file}",
     ]
     print("\n".join(lines), flush=True)
 
