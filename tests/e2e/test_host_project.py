@@ -261,3 +261,56 @@ def test_markers_are_declared_in_pyproject_too() -> None:
     names = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in declared}
     for name, description in MARKERS.items():
         assert names.get(name) == description, f"marker {name} missing or different in pyproject.toml"
+
+
+CRASHING_CHECKS = '''
+import warnings
+
+import pytest
+
+pytestmark = pytest.mark.live
+
+
+def test_library_warning(hokusai_session, hokusai_settings):
+    hokusai_session.probe("GET", hokusai_settings.api_url + "/health", label="check:crash")
+    warnings.warn(UserWarning("a library deprecates something"))  # an error under filterwarnings = error
+
+
+def test_suite_bug(hokusai_session):
+    hokusai_session.no_such_method()
+
+
+def test_deployment_answer(hokusai_session, hokusai_settings):
+    result = hokusai_session.probe("GET", hokusai_settings.api_url + "/health", label="check:answer")
+    assert result.exchange.status == 503, "the deployment answered something else"
+'''
+
+
+def test_crashing_checks_get_suite_error_not_a_deployment_code(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              counting_server: CountingServer) -> None:
+    _clean_env(monkeypatch)
+    pytester.makefile(".ini", pytest=HOST_INI)
+    pytester.makepyfile(test_crashing=CRASHING_CHECKS)
+    monkeypatch.setenv("HOKUSAI_API_KEY", make_key())
+    report, junit = pytester.path / "hokusai.json", pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess("-m", "live", "-p", "no:randomly", f"--hokusai-api-url={counting_server.url}",
+                                           f"--hokusai-auth-url={counting_server.url}", "--hokusai-timeout=3",
+                                           f"--hokusai-report-json={report}", f"--junitxml={junit}")
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output
+    written = json.loads(report.read_text(encoding="utf-8"))
+    labels = {c["nodeid"].rsplit("::", 1)[1]: c["diagnosis"] for c in written["checks"]}
+    assert labels["test_library_warning"] == "SUITE_ERROR" and labels["test_suite_bug"] == "SUITE_ERROR", labels
+    assert labels["test_deployment_answer"] not in (None, "SUITE_ERROR"), labels
+    suite = next(d for d in written["diagnoses"] if d["code"] == "SUITE_ERROR")
+    assert suite["category"] == "other"
+    assert any("UserWarning: a library deprecates something" in line for line in suite["evidence"]), suite
+    assert any("AttributeError" in line and "no_such_method" in line for line in suite["evidence"]), suite
+    messages = {case.get("name"): (case.find("failure") if case.find("failure") is not None
+                                   else case.find("error")).get("message", "")
+                for case in ET.parse(junit).getroot().iter("testcase")}
+    assert messages["test_library_warning"].startswith("SUITE_ERROR: "), messages
+    assert messages["test_suite_bug"].startswith("SUITE_ERROR: "), messages
+    assert not messages["test_deployment_answer"].startswith("SUITE_ERROR"), messages
+    assert re.search(r"FAILED \S*test_suite_bug - SUITE_ERROR: ", output), output

@@ -43,7 +43,7 @@ def test_key_missing_also_with_other_keys_set(run_live, counting_server):
 def test_key_malformed_fails_before_any_request(run_live, counting_server):
     run = _run_against(run_live, counting_server, env={"HOKUSAI_API_KEY": "hk_live_short"})
 
-    assert run.result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR), run.output
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output  # a bad setting: one message, exit 4
     assert run.report is not None and run.report["verdict"] == "fail", run.explain()
     assert run.primary["code"] == "KEY_MALFORMED", run.explain()
     assert counting_server.connections == 0, counting_server.requests
