@@ -157,7 +157,8 @@ def run_scenario(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, 
         url_args.append(f"--hokusai-auth-url={auth_url}")
     started = time.monotonic()
     result = pytester.runpytest_subprocess(
-        *args, *url_args, f"--hokusai-timeout={REQUEST_TIMEOUT_S}", *LOUD_FLAGS,
+        # file order: the unreachable scenario expects its first check to send the key as Bearer
+        *args, *url_args, "-p", "no:randomly", f"--hokusai-timeout={REQUEST_TIMEOUT_S}", *LOUD_FLAGS,
         f"--html={out_dir / 'r.html'}", "--self-contained-html", f"--junitxml={out_dir / 'j.xml'}",
         f"--hokusai-report-json={out_dir / 'r.json'}", f"--hokusai-report-md={out_dir / 'r.md'}",
         f"--hokusai-report-issues={out_dir / 'issues'}", timeout=SUBPROCESS_TIMEOUT_S,
