@@ -121,7 +121,7 @@ def hokusai_session(hokusai_run: HokusaiRun, hokusai_settings: HokusaiSettings,
     from .http import HokusaiSession
 
     session = HokusaiSession(timeout=hokusai_settings.timeout, recorder=hokusai_run.state.recorder,
-                             key=hokusai_api_key)
+                             key=hokusai_api_key, reachability=hokusai_run.reachability)
     try:
         yield session
     finally:

@@ -353,7 +353,8 @@ class HokusaiReporting:
                             evidence.add_latency_miss(miss)
                     else:
                         evidence.add_fact(name, value)
-                evidence.exchanges.extend(e for e in state.recorder.all() if _is_diagnostic(e))
+                evidence.exchanges.extend(e for e in state.recorder.all()
+                                          if _is_diagnostic(e) and e not in evidence.exchanges)
                 if self.suite_errors:
                     from .diagnosis.suite import FACT_SUITE_ERRORS
 

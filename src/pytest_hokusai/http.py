@@ -37,6 +37,7 @@ from requests.models import PreparedRequest
 from urllib3.util.retry import Retry
 
 from .evidence import Exchange, Recorder, clean_url, excerpt, request_body_shape
+from .reachability import HostReachability, cap_timeout
 from .secret import KEY_PREFIXES, Secret, mask, redact
 
 __all__ = [
@@ -289,6 +290,7 @@ class HokusaiSession(requests.Session):
         backoff: float = 0.2,
         retry_after_cap: float = 2.0,
         user_agent: str | None = None,
+        reachability: HostReachability | None = None,
     ) -> None:
         super().__init__()
         if auth_style not in AUTH_STYLES:
@@ -300,6 +302,8 @@ class HokusaiSession(requests.Session):
         self.key = key
         self.auth_style: AuthStyle = auth_style
         self.retry_policy = _make_retry(retries, backoff, retry_after_cap)
+        #: the run's connect/first-byte budget for hosts that have not answered yet (None: no budget)
+        self.reachability = reachability
         self._local = threading.local()
         self._no_retry_adapter = HTTPAdapter(max_retries=_make_retry(0, 0.0, 0.0))
         for prefix in ("http://", "https://"):
@@ -509,6 +513,9 @@ class HokusaiSession(requests.Session):
                 presentation = self._explicit_auth(self.headers) or "none"
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
+        budget = self.reachability.budget_for(url_s) if self.reachability is not None else None
+        if budget is not None:  # first contact with this host: a short connect/first-byte budget
+            kwargs["timeout"] = cap_timeout(kwargs["timeout"], budget)
         attempt = _Attempt(method=method_s, url=_recorded_url(url_s, kwargs.get("params")),
                            auth=presentation, label=label,
                            request_body=request_body_shape(kwargs.get("json"), kwargs.get("data")))
@@ -517,10 +524,19 @@ class HokusaiSession(requests.Session):
         except Exception as exc:  # noqa: BLE001  # recorded here; request() re-raises, probe() decides
             attempt.error = exc
             error, detail = classify_error(exc)
+            waited = _ms(attempt.started)
+            if budget is not None and error == "timeout":
+                detail = (f"no answer within the {budget:g} s connect/first-byte budget "
+                          f"(--hokusai-connect-timeout; waited {waited / 1000:.1f} s): {detail}")
             attempt.exchange = self._record(Exchange(
-                method=method_s, url=attempt.url, elapsed_ms=_ms(attempt.started), error=error,
+                method=method_s, url=attempt.url, elapsed_ms=waited, error=error,
                 error_detail=detail, auth=presentation, label=label, started_at=attempt.started_wall,
                 request_body=attempt.request_body))
+            if budget is not None and self.reachability is not None:
+                self.reachability.note_no_answer(attempt.exchange)
+            return attempt
+        if self.reachability is not None and budget is not None:
+            self.reachability.mark_answered(url_s)
         return attempt
 
     def _exchange_for(self, attempt: _Attempt, *, with_body: bool) -> Exchange:

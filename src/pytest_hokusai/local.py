@@ -5,7 +5,11 @@ the session. Under pytest-xdist the controller starts it once in ``pytest_sessio
 its URLs and minted keys to every worker through ``workerinput`` (no file lock is needed: workers
 never start a stack of their own, so none can stop it under another's feet).
 
-This module imports the stack launcher only when a stack is actually started.
+With a running ``hokusai-stack up`` (its state file at ``--hokusai-stack-state-file``, or the
+default location), the run attaches to that stack and its suite keys instead of starting one, and
+never stops it; a stale state file (the stack is gone) falls back to starting a stack, saying so.
+
+This module imports the stack launcher only when a stack is actually started or attached to.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import StackError
@@ -66,19 +71,15 @@ class LocalTargetInfo:
         )
 
 
-def _use_once(tracking_uri: str, key: Secret) -> None:
-    import requests
-
-    requests.get(f"{tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1",
-                 headers={"Authorization": f"Bearer {key.reveal()}"}, timeout=10).close()
-
-
 class LocalTarget:
     """Owns the run's local stack: starts it once, mints the run's keys, stops it."""
 
     def __init__(self, *, progress: Callable[[str], None] | None = None, wire: str | None = None,
-                 faults: tuple[str, ...] = ()) -> None:
+                 faults: tuple[str, ...] = (), state_file: Path | None = None) -> None:
         self._progress = progress
+        self._state_file = state_file
+        #: True when the run uses a stack started by ``hokusai-stack up`` (never stopped by the run)
+        self.attached = False
         self._lock = threading.Lock()
         self._info: LocalTargetInfo | None = LocalTargetInfo.from_wire(wire) if wire else None
         self._context: Any = None
@@ -141,29 +142,70 @@ class LocalTarget:
             return self._info
 
     def _start(self) -> LocalTargetInfo:
+        attached = self._attach()
+        if attached is not None:
+            return attached
         from .stack import start_stack  # heavy part loads only now
         from .stack.stopped import without_process_faults
+        from .stack.statefile import mint_suite_keys
 
         # auth-stopped / mlflow-stopped stop a process: mint the keys first, then stop it (below)
         context = start_stack(faults=without_process_faults(self._faults), progress=self._say)
         self._context = context
         stack = context.__enter__()
         self._stack = stack
-        primary = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai write key")
-        readonly = stack.mint_key(scopes=("read",), name="pytest-hokusai read-only key")
-        revoked = stack.mint_key(scopes=("read", "write"), name="pytest-hokusai revoked key")
-        if "revocation-delay" in self._faults:
-            # The fault models a key that was in use when it was revoked: use it once through the
-            # proxy so that its validation is cached, then revoke it.
-            _use_once(stack.tracking_uri, revoked)
-        stack.revoke(revoked)
+        minted = mint_suite_keys(stack, self._faults)
         if tuple(self._faults) != without_process_faults(self._faults):
             stack.set_faults(self._faults)
-        keys = HokusaiKeys(primary=primary, readonly=readonly, revoked=revoked)
+        keys = HokusaiKeys(primary=minted["primary"], readonly=minted["readonly"], revoked=minted["revoked"])
         return LocalTargetInfo(
             api_url=stack.api_url, auth_url=stack.auth_url, tracking_uri=stack.tracking_uri,
             direct_mlflow_url=stack.direct_mlflow_url, keys=keys, stack_json=stack.to_json(),
             faults=tuple(self._faults),
+        )
+
+    def _attach(self) -> LocalTargetInfo | None:
+        """The running ``hokusai-stack up`` of the state file, or None (the reason said) to start one."""
+        from .stack.statefile import default_state_path, mint_revoked_key, read_stack_state
+
+        path = self._state_file or default_state_path()
+        try:
+            state = read_stack_state(path)
+        except StackError as exc:
+            self._say(f"{exc}: starting a new stack")
+            return None
+        if state is None:
+            if self._state_file is not None:
+                self._say(f"no stack state file at {path}: starting a new stack")
+            return None
+        stale = state.stale_reason()
+        if stale is not None:
+            self._say(f"stack state file {path} is stale ({stale}): starting a new stack")
+            return None
+        stack = state.stack
+        try:
+            faults = state.live_faults()
+        except StackError as exc:
+            self._say(f"stack state file {path}: {exc}: starting a new stack")
+            return None
+        if set(faults) != set(self._faults):
+            self._say(f"the running stack at {stack.api_url} has faults [{', '.join(faults) or 'none'}], this run "
+                      f"asks for [{', '.join(self._faults) or 'none'}]: starting a new stack")
+            return None
+        missing = [name for name in ("primary", "readonly", "revoked") if name not in state.keys]
+        if missing:
+            self._say(f"stack state file {path} holds no {'/'.join(missing)} key: starting a new stack")
+            return None
+        revoked = state.keys["revoked"]
+        if "revocation-delay" in faults:  # the fault needs a key revoked while its validation is cached
+            revoked = mint_revoked_key(stack, faults)
+        self.attached = True
+        self._say(f"attached to the running stack at {stack.api_url} (state file {path}); "
+                  "it keeps running after this run")
+        return LocalTargetInfo(
+            api_url=stack.api_url, auth_url=stack.auth_url, tracking_uri=stack.tracking_uri,
+            direct_mlflow_url=stack.direct_mlflow_url, stack_json=stack.to_json(), faults=tuple(faults),
+            keys=HokusaiKeys(primary=state.keys["primary"], readonly=state.keys["readonly"], revoked=revoked),
         )
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import StackError
 from .local import WORKERINPUT_KEY, LocalTarget, LocalTargetInfo
+from .reachability import HostReachability
 from .settings import HokusaiKeys, HokusaiSettings
 from .state import RunState
 
@@ -63,7 +64,10 @@ class HokusaiRun:
         if settings.is_local:
             wire = (workerinput or {}).get(WORKERINPUT_KEY)
             faults = tuple(f for f in os.environ.get("HOKUSAI_STACK_FAULTS", "").split(",") if f)
-            self.local = LocalTarget(progress=progress, wire=wire, faults=faults)
+            self.local = LocalTarget(progress=progress, wire=wire, faults=faults,
+                                     state_file=settings.stack_state_file)
+        #: hosts that answered / did not, shared by every session of the run (connect/first-byte budget)
+        self.reachability = HostReachability(settings.connect_timeout)
         self.triage: Any = None  #: TriageEvidence once triage ran
         self.triage_error: str | None = None
         self._measurements: dict[str, dict[str, list[float]]] = {}
@@ -72,7 +76,12 @@ class HokusaiRun:
 
     # -- effective target -------------------------------------------------------------------
     def local_info(self) -> LocalTargetInfo | None:
-        return self.local.ensure() if self.local is not None else None
+        if self.local is None:
+            return None
+        info = self.local.ensure()
+        for url in (info.api_url, info.auth_url):  # health-checked at start: no first-contact budget
+            self.reachability.mark_answered(url)
+        return info
 
     def settings(self) -> HokusaiSettings:
         info = self.local_info()
@@ -132,9 +141,10 @@ class HokusaiRun:
 
             def session_factory(**kwargs: Any) -> HokusaiSession:
                 kwargs.setdefault("recorder", self.state.recorder)
+                kwargs.setdefault("reachability", self.reachability)
                 return HokusaiSession(**kwargs)
 
-            self.triage = run_triage(settings, keys, session_factory)
+            self.triage = run_triage(settings, keys, session_factory, silent=self.reachability.silent_hosts())
             from .canary import triage_leftovers
 
             for leftover in triage_leftovers(self.triage):

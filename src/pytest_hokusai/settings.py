@@ -228,6 +228,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("timeout", "Timeout in seconds for each HTTP request", _parse_timeout, "10", metavar="SECONDS"),
     SettingSpec("api-key-file", "Read the API key from this file instead of HOKUSAI_API_KEY",
                 _parse_path, None, metavar="PATH"),
+    SettingSpec("connect-timeout", "Seconds the first request to each host may wait to connect and for the "
+                "first byte of an answer; a host that accepts the connection but sends nothing is reported "
+                "HOST_UNREACHABLE after this (later requests use --hokusai-timeout)", _parse_timeout, "3",
+                metavar="SECONDS"),
+    SettingSpec("stack-state-file", "With --hokusai-target=local: the state file of a running "
+                "'hokusai-stack up' to attach to instead of starting a stack (default: "
+                "~/.cache/pytest-hokusai/stack.json, used when it exists)", _parse_path, None, metavar="PATH"),
     # -- edge and performance checks --------------------------------------------------------------
     SettingSpec("budget-auth-ms", "Latency budget in milliseconds for the auth service's key validation "
                 "(p95 of the performance sample)", _parse_budget_ms, "1000", metavar="MS"),
@@ -278,6 +285,8 @@ class HokusaiSettings:
     keep: bool = False
     timeout: float = 10.0
     api_key_file: Path | None = None
+    connect_timeout: float = 3.0
+    stack_state_file: Path | None = None
     budget_auth_ms: float = 1000.0
     budget_proxy_ms: float = 2000.0
     budget_registration_s: float = 120.0

@@ -117,6 +117,8 @@ def _host_unreachable(e: TriageEvidence) -> Match | None:
         if dependency_down(e, settings[host]) is not None:
             continue  # the API answers and names this part as down: its own code, this probe its evidence
         what = _NO_ANSWER_WORDS.get(first.error or "", first.error or "no answer")
+        if first.error == "timeout":
+            what += f" after {first.elapsed_ms / 1000:.1f} s"
         parts.append(f"{host} ({', '.join(settings[host])}): {what} before any HTTP status")
         lines.append(first)
         fixes.append(f"{host}: {_NETWORK_FIX.get(first.error or '', 'check the host')}")

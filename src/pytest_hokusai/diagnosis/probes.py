@@ -19,7 +19,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..evidence import Exchange
@@ -111,12 +111,17 @@ def run_triage(
     session_factory: SessionFactory,
     *,
     budget_s: float = 10.0,
+    silent: Mapping[str, Exchange] | None = None,
 ) -> TriageEvidence:
     """Probe the target in triage order and return the evidence (see the module docstring).
 
     ``session_factory(timeout=..., key=None)`` must return a
     :class:`~pytest_hokusai.http.HokusaiSession` (or anything with its ``probe`` method). Never
     raises for network errors; takes at most about ``budget_s`` seconds.
+
+    ``silent`` maps ``host:port`` to a check's exchange that already got no answer from that host
+    (within the connect/first-byte budget): that exchange is the evidence, and the host is not
+    asked again, so a host that never answers costs one budget, not two.
     """
     started = time.monotonic()
     evidence = TriageEvidence.from_settings(settings, keys)
@@ -126,6 +131,9 @@ def run_triage(
     per_probe = max(MIN_PROBE_S, min(settings.timeout, PROBE_TIMEOUT_S))
     session = session_factory(timeout=per_probe, key=None)
     runner = _Runner(session, evidence, deadline=started + budget_s, per_probe=per_probe)
+    for host, exchange in (silent or {}).items():
+        runner.blocked[host] = f"{host} did not answer {exchange.label or exchange.method} ({exchange.error})"
+        evidence.add_exchanges([exchange])
     try:
         _probe_all(runner, settings, keys, key)
     finally:

@@ -35,7 +35,7 @@ __all__ = ["STATE_FILE_ENV", "build_parser", "main"]
 PROG = "hokusai-stack"
 STATE_FILE_ENV = "HOKUSAI_STACK_STATE_FILE"
 NO_STATE_FILE = (
-    "no state file given: pass --state-file PATH or set " + STATE_FILE_ENV
+    "no state file given and none at the default location: pass --state-file PATH or set " + STATE_FILE_ENV
     + " (hokusai-stack up prints both)"
 )
 
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", choices=POLICIES, default="write-scope",
                     help="Authorization policy of the MLflow proxy (default write-scope)")
     up.add_argument("--state-file", type=Path, metavar="PATH",
-                    help="Where to write the state file for 'keys' (default DATA_DIR/stack.json)")
+                    help="Where to write the state file for 'keys' and 'pytest --hokusai-target=local' "
+                         "(default DATA_DIR/stack.json with --data-dir, else ~/.cache/pytest-hokusai/stack.json)")
     up.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
                     help="Seconds the whole start may take (default 60)")
     up.add_argument("--env-file", type=Path, metavar="PATH",
@@ -130,7 +131,8 @@ def _progress(message: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from .launcher import launch_stack, write_state_file
+    from .launcher import launch_stack
+    from .statefile import remove_state_file
 
     try:
         faults = check_faults(args.fault)
@@ -151,7 +153,7 @@ def _up(args: argparse.Namespace) -> int:
             keystore_url=args.keystore_url, cache_ttl=args.cache_ttl, policy=args.policy,
             startup_timeout=args.startup_timeout, progress=_progress,
         )
-        state_file = write_state_file(stack, args.state_file or stack.data_dir / "stack.json")
+        state_file = _write_state(stack, args)
         key = stack.mint_key(scopes=("read", "write"), name="hokusai-stack up")
         if faults != without_process_faults(faults):
             stack.set_faults(faults)
@@ -172,7 +174,7 @@ def _up(args: argparse.Namespace) -> int:
         if stack is not None:
             stack.stop()
         if state_file is not None:
-            state_file.unlink(missing_ok=True)
+            remove_state_file(state_file, stack)
         if env_file is not None:
             env_file.unlink(missing_ok=True)  # its key belongs to a stack that no longer runs
     if stack is not None:
@@ -196,6 +198,34 @@ def _write_exports(stack: Any, state_file: Path, key: Any, env_file: Path | None
 
     path = env_file or state_file.parent / ENV_FILE_NAME
     return write_env_file(path, _export_lines(stack, state_file, key.reveal()))
+
+
+def _write_state(stack: Any, args: argparse.Namespace) -> Path:
+    """The state file, with a set of suite keys that are never printed, for 'pytest --hokusai-target=local'.
+
+    By default it goes to the well-known path that the plugin looks at; if a live stack's state file
+    is already there, this stack's goes into its data dir instead (and the banner names it).
+    """
+    from .statefile import (
+        SUITE_KEY_RATE_LIMIT,
+        default_state_path,
+        mint_suite_keys,
+        read_stack_state,
+        write_stack_state,
+    )
+
+    path: Path | None = args.state_file or (args.data_dir / "stack.json" if args.data_dir else None)
+    if path is None:
+        path = default_state_path()
+        try:
+            other = read_stack_state(path)
+        except StackError:
+            other = None
+        if other is not None and other.stale_reason(timeout=1.0) is None:
+            _progress(f"another running stack's state file is at {path}; this one's goes into its data dir")
+            path = stack.data_dir / "stack.json"
+    keys = mint_suite_keys(stack, stack.faults, rate_limit_per_hour=SUITE_KEY_RATE_LIMIT)
+    return write_stack_state(stack, path, keys, pids=stack.pids())
 
 
 def _print_banner(stack: Any, state_file: Path, key: Any, env_file: Path) -> None:
@@ -225,7 +255,11 @@ def _attach(state_file: Path | None) -> Any:
 
     path = state_file or (Path(os.environ[STATE_FILE_ENV]) if os.environ.get(STATE_FILE_ENV) else None)
     if path is None:
-        raise _CliError(NO_STATE_FILE, code=2)
+        from .statefile import default_state_path
+
+        if not default_state_path().is_file():
+            raise _CliError(NO_STATE_FILE, code=2)
+        path = default_state_path()
     try:
         text = path.read_text()
     except FileNotFoundError:

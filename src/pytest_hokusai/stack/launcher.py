@@ -126,6 +126,7 @@ class Stack:
         expires_in_seconds: float | None = None,
         is_admin: bool = False,
         name: str | None = None,
+        rate_limit_per_hour: int | None = None,
     ) -> Secret:
         """Create a key through the auth service's admin API; return it as a :class:`Secret`."""
         body: dict[str, Any] = {
@@ -137,6 +138,8 @@ class Stack:
         }
         if expires_in_days is not None:
             body["expires_in_days"] = expires_in_days
+        if rate_limit_per_hour is not None:
+            body["rate_limit_per_hour"] = rate_limit_per_hour
         if expires_in_seconds is not None:
             # whole seconds on the wire; <= 0 mints an already-expired key
             body["expires_in_seconds"] = math.ceil(expires_in_seconds)
