@@ -48,6 +48,7 @@ from .events import add_event_routes
 from .faults import FAULTS, check_faults
 from .middleware import AuthMiddleware, ValidationCache
 from .proxy import REGISTRY_HOST, alb_page, balancer_not_found, proxy_direct, proxy_mount
+from .upstream import UpstreamPool
 
 __all__ = ["API_FAULTS", "PROXY_METHODS", "ApiRuntime", "ApiService", "app_from_env", "create_app"]
 
@@ -71,6 +72,7 @@ class ApiRuntime:
         self.stats: Counter[str] = Counter()
         self._auth_client: httpx.AsyncClient | None = None
         self._upstream_client: httpx.AsyncClient | None = None
+        self._upstream_pool: UpstreamPool | None = None
 
     @property
     def auth_client(self) -> httpx.AsyncClient:
@@ -83,6 +85,13 @@ class ApiRuntime:
         if self._upstream_client is None:
             raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
         return self._upstream_client
+
+    @property
+    def upstream_pool(self) -> UpstreamPool:
+        """The proxy's pooled upstream connections (httpcore; see upstream.py)."""
+        if self._upstream_pool is None:
+            raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
+        return self._upstream_pool
 
     async def start(self) -> None:
         """Open the two pooled clients (lifespan startup)."""
@@ -98,13 +107,15 @@ class ApiRuntime:
         for name in _CLIENT_DEFAULT_HEADERS:
             del upstream.headers[name]
         self._upstream_client = upstream
+        self._upstream_pool = UpstreamPool(float(self.config.upstream_timeout))
 
     async def stop(self) -> None:
         """Close the clients (lifespan shutdown)."""
-        for client in (self._auth_client, self._upstream_client):
+        for client in (self._auth_client, self._upstream_client, self._upstream_pool):
             if client is not None:
                 await client.aclose()
         self._auth_client = self._upstream_client = None
+        self._upstream_pool = None
 
     def stats_body(self) -> dict[str, Any]:
         keys = ("auth_calls", "auth_cache_hits", "proxied_requests", "direct_mlflow_requests",
@@ -130,8 +141,12 @@ class ApiService:
     """The balancer layer (ASGI callable); ``api`` is the FastAPI app behind it."""
 
     def __init__(self, runtime: ApiRuntime, api: FastAPI) -> None:
+        from .fastpath import ProxyFastPath
+
         self.runtime = runtime
         self.api = api
+        #: the proxy mounts without FastAPI's router (same layers, same answers; see fastpath.py)
+        self.fast_path = ProxyFastPath(runtime, PROXY_MOUNTS, frozenset(PROXY_METHODS))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -147,6 +162,10 @@ class ApiService:
                     return
                 if "route-not-configured" in faults and (path == "/api/mlflow" or path.startswith("/api/mlflow/")):
                     await balancer_not_found()(scope, receive, send)
+                    return
+                proxied = self.fast_path.app_for(scope)
+                if proxied is not None:
+                    await proxied(scope, receive, send)
                     return
         await self.api(scope, receive, send)
 

@@ -28,6 +28,7 @@ from .middleware import extract_key
 
 if TYPE_CHECKING:
     from .api_service import ApiRuntime
+    from .upstream import RawUpstreamResponse
 
 __all__ = [
     "HOP_BY_HOP",
@@ -105,10 +106,32 @@ def gateway_denies(method: str, path: str, headers: Iterable[tuple[bytes, bytes]
     return extract_key(Headers(raw=list(headers)), QueryParams("")) is None
 
 
-class UpstreamResponse(Response):
-    """Stream an open httpx response to the client, closing it whatever happens."""
+#: Answers with a Content-Length up to this size are relayed in one piece (see UpstreamResponse).
+SMALL_BODY_BYTES = 64 * 1024
 
-    def __init__(self, upstream: httpx.Response, raw_headers: list[tuple[bytes, bytes]]) -> None:
+
+def _small_length(raw_headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length if it is at most SMALL_BODY_BYTES (None: unknown, or stream it)."""
+    for name, value in raw_headers:
+        if name.lower() == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+            return length if 0 <= length <= SMALL_BODY_BYTES else None
+    return None
+
+
+class UpstreamResponse(Response):
+    """Relay an open httpx response to the client, closing it whatever happens.
+
+    Bodies are streamed chunk by chunk; only an answer whose Content-Length is at most
+    ``SMALL_BODY_BYTES`` (MLflow's JSON answers) is read first and sent as one ASGI body message,
+    which spares the streaming machinery (a task group per response, one write per chunk) on the
+    proxy's most common requests. Large or unsized bodies are never held whole.
+    """
+
+    def __init__(self, upstream: RawUpstreamResponse, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self.upstream = upstream
         self.status_code = upstream.status_code
         self.background = None
@@ -116,6 +139,11 @@ class UpstreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if _small_length(self.raw_headers) is not None:
+                body = b"".join([chunk async for chunk in self.upstream.aiter_raw()])
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send({"type": "http.response.body", "body": body})
+                return
             inner = StreamingResponse(self.upstream.aiter_raw(), status_code=self.status_code)
             inner.raw_headers = self.raw_headers
             await inner(scope, receive, send)
@@ -156,12 +184,9 @@ def _url(base: str, path: str, query: bytes) -> str:
 
 async def _open(
     runtime: ApiRuntime, request: Request, url: str, headers: list[tuple[bytes, bytes]], *, with_body: bool = True
-) -> httpx.Response:
+) -> RawUpstreamResponse:
     body = _body(request) if with_body and _has_body(request.scope["headers"]) else None
-    upstream_request = runtime.upstream_client.build_request(
-        request.method, url, headers=headers, content=body,
-    )
-    return await runtime.upstream_client.send(upstream_request, stream=True, follow_redirects=False)
+    return await runtime.upstream_pool.open(request.method, url, headers, body)
 
 
 async def proxy_mount(runtime: ApiRuntime, request: Request, mount: str, path: str) -> Response:
