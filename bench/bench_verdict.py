@@ -1,26 +1,37 @@
-"""Time to verdict of the main job command, from a cold shell, stack start included.
+"""Time to verdict of the live suite: cold (stack start included), attached to a running stack,
+and against a port that accepts connections but never answers (vs a closed port), interleaved.
 
-``python -m pytest -m live --hokusai-target=local -p no:cacheprovider`` runs in a subprocess with
-a fresh minimal environment and ``cwd=/work/main`` (the repository root), 3 times. Its output is
-read in raw chunks, each stamped with ``time.monotonic()`` on arrival, which splits the wall time:
+Every run is ``python -m pytest -m live ... -p no:cacheprovider`` as a subprocess with a fresh
+minimal environment and ``cwd`` the repository root. Its output is read in raw chunks, each
+stamped with ``time.monotonic()`` on arrival (``PYTHONUNBUFFERED=1``), which splits a cold run:
 
-- startup: interpreter, plugin import, configure and collection, up to the ``collected N items``
-  line (also measured on its own as ``--collect-only -q``, the "startup" phase);
-- stack start: from the plugin's ``MLflow ready in X s`` / ``API service ready in X s`` progress
-  lines if the run prints them, else from a separate ``start_stack()`` in this process (median);
-- checks: from ``collected`` to the ``[100%]`` progress mark, minus the stack start;
-- teardown: from ``[100%]`` to process exit (stack stop, diagnosis, reports, interpreter exit).
+- interpreter + imports: process start to pytest's ``test session starts`` line (Python, pytest
+  and its plugins, pytest-hokusai, configure);
+- collection: to the ``collected N items`` line (the stack already starts in the background);
+- stack start, per part: the plugin's ``hokusai: <part> ready in X s`` progress lines (auth
+  service and MLflow in parallel, then the API service);
+- waiting on the stack: from ``collected`` to the arrival of the last ``ready`` line (the part of
+  the start that collection and the warm-up imports did not hide);
+- checks: from then to the ``[100%]`` progress mark; teardown: from ``[100%]`` to exit.
 
-Every process the subprocess starts is tracked while it runs and checked to be gone afterwards.
+Rounds interleave the four kinds of run so that other load hits them alike: cold (its own stack,
+``--hokusai-stack-state-file`` pointing at nothing), attached (to one ``hokusai-stack up`` started
+for the benchmark, which it never stops), never-answering port (a listening socket that never
+accepts, ``--hokusai-api-url`` and ``--hokusai-auth-url`` both on it) and closed port. Every
+process the subprocesses start is tracked and checked to be gone afterwards.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,17 +40,21 @@ from typing import Any
 from _common import TRACKER, fmt, fresh_env, load1, new_result, target
 
 NAME = "verdict"
-TARGET_S = 30.0
+COLD_TARGET_S = 12.0
+ATTACHED_TARGET_S = 5.0
+NO_ANSWER_TARGET_S = 5.0
 REPO = Path(__file__).resolve().parent.parent
-ARGS = ["-m", "live", "--hokusai-target=local", "-p", "no:cacheprovider"]
+ARGS = ["-m", "live", "-p", "no:cacheprovider"]
 _TIMEOUT_S = 240.0
 _READY = re.compile(r"hokusai: (.+?) ready in ([0-9.]+) s")
+_FAKE_KEY = "hk_live_" + "B" * 32  # obviously fake: only ever sent to loopback ports with no service
 
 
-def _timed_run(argv: list[str]) -> dict[str, Any]:
+def _timed_run(argv: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``argv`` from REPO, stamp output chunks, track its descendants; raise on timeout."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=REPO, env=fresh_env({"PYTHONUNBUFFERED": "1"}), stdout=subprocess.PIPE,
+    env = fresh_env({"PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     chunks: list[tuple[float, bytes]] = []
     stop = threading.Event()
@@ -87,16 +102,75 @@ def _first_time(chunks: list[tuple[float, bytes]], needle: bytes) -> float | Non
     return None
 
 
-def _stack_start_separately(reps: int) -> float:
-    from pytest_hokusai.stack import start_stack
+def _median(values: list[float]) -> float:
+    clean = [v for v in values if not math.isnan(v)]
+    return statistics.median(clean) if clean else float("nan")
 
-    times = []
-    for _ in range(reps):
-        started = time.monotonic()
-        with start_stack() as stack:
-            TRACKER.add(stack.pids())
-            times.append(time.monotonic() - started)
-    return statistics.median(times)
+
+def _cold_phases(run: dict[str, Any]) -> dict[str, Any]:
+    chunks, text = run["chunks"], run["text"]
+    t_start = _first_time(chunks, b"test session starts")
+    t_collected = _first_time(chunks, b"collected ")
+    t_done = _first_time(chunks, b"[100%]")
+    ready = {name: float(sec) for name, sec in _READY.findall(text)}
+    t_ready = max((_first_time(chunks, f"{name} ready in".encode()) or float("nan")) for name in ready) \
+        if ready else float("nan")
+    nan = float("nan")
+    return {
+        "imports": t_start or nan,
+        "collection": (t_collected - t_start) if t_collected and t_start else nan,
+        "auth": ready.get("auth service", nan), "mlflow": ready.get("MLflow", nan), "api": ready.get("API service", nan),
+        "wait": max(0.0, t_ready - t_collected) if t_collected else nan,
+        "checks": (t_done - max(t_ready, t_collected)) if t_done and t_collected else nan,
+        "teardown": (run["wall"] - t_done) if t_done else nan,
+    }
+
+
+def _summary(text: str) -> tuple[str, str]:
+    verdict = re.search(r"verdict: (\w+)", text)
+    summary = re.search(r"=+ (.*? in [0-9.]+s.*?) =+", text)
+    return (verdict.group(1) if verdict else "?"), (summary.group(1) if summary else "?")
+
+
+class _Up:
+    """One ``hokusai-stack up`` for the attached runs (its own state file, stopped at the end)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state = state_dir / "stack.json"
+        self.log = open(state_dir / "up.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hokusai-stack"), "up", "--state-file", str(self.state)],
+            env=fresh_env({"PYTHONUNBUFFERED": "1"}), stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not self.state.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hokusai-stack up did not write its state file (exit {self.proc.poll()})")
+            time.sleep(0.2)
+        TRACKER.add([self.proc.pid])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def _silent_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -105,77 +179,99 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     reps = 1 if quick else 3
     py = sys.executable
-    main_cmd = [py, "-m", "pytest", *ARGS]
-    collect_cmd = [py, "-m", "pytest", *ARGS, "--collect-only", "-q"]
-    result = new_result(NAME, "Time to verdict of `pytest -m live --hokusai-target=local` (cold shell)")
+    result = new_result(NAME, "Time to verdict: cold, attached to a running stack, never-answering port")
     result["method"] = [
-        (f"`python -m pytest {' '.join(ARGS)}` as a subprocess with a fresh minimal env (PATH with the venv, "
-        f"HOME, LANG, TMPDIR), cwd = {REPO}, {reps} times; `--collect-only -q` run separately before each "
-        "as the startup phase."),
-        ("Phases from output arrival times: to `collected` line (in-run startup), stack start (plugin progress "
-        "lines if printed, else a separate `start_stack()` here), checks (`collected` to `[100%]` minus "
-        "stack start), teardown (`[100%]` to exit: stack stop, diagnosis, reports, exit)."),
-        "OS page cache is warm (not a cold machine); `cold shell` means a fresh interpreter and env.",
+        (f"`python -m pytest {' '.join(ARGS)} ...` as a subprocess with a fresh minimal env (PATH with the "
+         f"venv, HOME, LANG, TMPDIR), cwd = {REPO}; {reps} rounds, each round one run of every kind in turn: "
+         "cold (`--hokusai-target=local`, no state file: starts its own stack), attached "
+         "(`--hokusai-target=local --hokusai-stack-state-file` of one `hokusai-stack up` started for the "
+         "benchmark), never-answering port (a socket that listens and never accepts; API and auth URL on it; "
+         "a fake key), closed port (same, nothing listening)."),
+        ("Cold phases from output arrival times: interpreter+imports (to `test session starts`), collection "
+         "(to `collected`), stack start per part (progress lines: auth and MLflow in parallel, then the API "
+         "service), waiting on the stack after collection (to the last `ready` line), checks (to `[100%]`), "
+         "teardown (to exit)."),
+        "OS page cache is warm (not a cold machine); `cold` means a fresh interpreter, env and stack.",
     ]
-    runs: list[dict[str, Any]] = []
-    stack_fallback: float | None = None
-    for _ in range(reps):
-        load_start = load1()
-        collect = _timed_run(collect_cmd)
-        if collect["code"] != 0:
-            raise RuntimeError(f"--collect-only exited {collect['code']}: {redact(collect['text'][-600:])}")
-        full = _timed_run(main_cmd)
-        text = full["text"]
-        if full["code"] != 0:
-            raise RuntimeError(f"live run exited {full['code']}: {redact(text[-1500:])}")
-        t_collected = _first_time(full["chunks"], b"collected ")
-        t_done = _first_time(full["chunks"], b"[100%]")
-        ready = {name: float(sec) for name, sec in _READY.findall(text)}
-        if ready:
-            stack_s = max(ready.values())
-            stack_src = "progress lines"
-        else:
-            if stack_fallback is None:
-                stack_fallback = _stack_start_separately(1 if quick else 2)
-            stack_s = stack_fallback
-            stack_src = "separate start_stack()"
-        verdict = re.search(r"verdict: (\w+)", text)
-        summary = re.search(r"=+ (.*? in [0-9.]+s.*?) =+", text)
-        runs.append({
-            "wall": full["wall"], "collect_only": collect["wall"], "to_collected": t_collected or float("nan"),
-            "stack": stack_s, "stack_source": stack_src, "ready": ready,
-            "checks": (t_done - t_collected - stack_s) if t_done and t_collected else float("nan"),
-            "teardown": (full["wall"] - t_done) if t_done else float("nan"),
-            "verdict": verdict.group(1) if verdict else "?", "summary": summary.group(1) if summary else "?",
-            "load1": [load_start, load1()],
-        })
-    walls = [r["wall"] for r in runs]
-    median = statistics.median(walls)
-    result["metrics"] = {"runs": runs, "median_wall_s": median}
+    rows: dict[str, list[dict[str, Any]]] = {"cold": [], "attached": [], "no answer": [], "closed port": []}
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-verdict-") as tmp:
+        up = _Up(Path(tmp))
+        silent = _silent_socket()
+        try:
+            silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            nowhere = Path(tmp) / "no-such-state.json"
+            kinds = {
+                "cold": ([py, "-m", "pytest", *ARGS, "--hokusai-target=local",
+                          f"--hokusai-stack-state-file={nowhere}"], {}),
+                "attached": ([py, "-m", "pytest", *ARGS, "--hokusai-target=local",
+                              f"--hokusai-stack-state-file={up.state}"], {}),
+                "no answer": ([py, "-m", "pytest", *ARGS, "--pyargs", "pytest_hokusai.checks",
+                               f"--hokusai-api-url={silent_url}", f"--hokusai-auth-url={silent_url}"],
+                              {"HOKUSAI_API_KEY": _FAKE_KEY}),
+            }
+            for _ in range(reps):
+                closed = f"http://127.0.0.1:{_closed_port()}"
+                kinds["closed port"] = ([py, "-m", "pytest", *ARGS, "--pyargs", "pytest_hokusai.checks",
+                                         f"--hokusai-api-url={closed}", f"--hokusai-auth-url={closed}"],
+                                        {"HOKUSAI_API_KEY": _FAKE_KEY})
+                for kind, (argv, env) in kinds.items():
+                    load_start = load1()
+                    out = _timed_run(argv, env)
+                    expected = 0 if kind in ("cold", "attached") else 1
+                    if out["code"] != expected:
+                        raise RuntimeError(f"{kind} run exited {out['code']}: {redact(out['text'][-1500:])}")
+                    verdict, summary = _summary(out["text"])
+                    row = {"wall": out["wall"], "verdict": verdict, "summary": summary,
+                           "load1": [load_start, load1()], "text": out["text"]}
+                    if kind == "cold":
+                        row.update(_cold_phases(out))
+                    rows[kind].append(row)
+        finally:
+            silent.close()
+            up.stop()
+    medians = {kind: _median([r["wall"] for r in runs]) for kind, runs in rows.items()}
+    result["metrics"] = {"median_wall_s": medians,
+                         "runs": {k: [{n: v for n, v in r.items() if n != "text"} for r in runs]
+                                  for k, runs in rows.items()}}
+    cold = rows["cold"]
     result["tables"].append({
-        "title": "Runs (seconds)",
-        "columns": ["run", "total wall", "collect-only", "to `collected`", "stack start", "checks", "teardown",
-                    "verdict", "pytest summary", "load1 start/end"],
-        "rows": [[i + 1, fmt(r["wall"], 1), fmt(r["collect_only"], 1), fmt(r["to_collected"], 1),
-                  fmt(r["stack"], 1) + ("" if r["stack_source"] == "progress lines" else "*"),
-                  fmt(r["checks"], 1), fmt(r["teardown"], 1), r["verdict"], r["summary"],
-                  f"{r['load1'][0]:.2f}/{r['load1'][1]:.2f}"] for i, r in enumerate(runs)],
+        "title": "Cold runs, phases (seconds)",
+        "columns": ["run", "total wall", "interpreter+imports", "collection", "stack: auth", "stack: MLflow",
+                    "stack: API", "waiting on stack", "checks", "teardown", "verdict", "pytest summary",
+                    "load1 start/end"],
+        "rows": [[i + 1, fmt(r["wall"], 1), fmt(r["imports"], 1), fmt(r["collection"], 1), fmt(r["auth"], 1),
+                  fmt(r["mlflow"], 1), fmt(r["api"], 1), fmt(r["wait"], 1), fmt(r["checks"], 1),
+                  fmt(r["teardown"], 1), r["verdict"], r["summary"], f"{r['load1'][0]:.2f}/{r['load1'][1]:.2f}"]
+                 for i, r in enumerate(cold)],
     })
-    result["targets"].append(target(
-        "median total wall time to verdict (stack start included)", f"<= {TARGET_S:.0f} s",
-        f"{median:.1f} s (runs: {', '.join(fmt(w, 1) for w in walls)})", median <= TARGET_S,
-    ))
-    result["targets"].append(target(
-        "every run's verdict", "PASS", ", ".join(r["verdict"] for r in runs),
-        all(r["verdict"] == "PASS" for r in runs),
-    ))
-    if any(r["stack_source"] != "progress lines" for r in runs):
-        result["notes"].append(
-            "* The run printed no `hokusai: <part> ready in X s` progress lines, so the stack start is a "
-            f"separate `start_stack()` in the benchmark process (median {fmt(stack_fallback or 0, 1)} s) and "
-            "`checks` is derived with it."
-        )
-    else:
-        result["notes"].append("Stack start per part (progress lines, last run): " + ", ".join(
-            f"{k} {v:.1f} s" for k, v in runs[-1]["ready"].items()))
+    result["tables"].append({
+        "title": "Every run, in the order taken per round (seconds)",
+        "columns": ["kind", "runs (wall)", "median", "verdicts", "load1 at each start"],
+        "rows": [[kind, ", ".join(fmt(r["wall"], 1) for r in runs), fmt(medians[kind], 1),
+                  ", ".join(r["verdict"] for r in runs), ", ".join(f"{r['load1'][0]:.2f}" for r in runs)]
+                 for kind, runs in rows.items()],
+    })
+    no_answer_codes = ["HOST_UNREACHABLE" if "ROOT CAUSE: HOST_UNREACHABLE" in r["text"] else "other"
+                       for r in rows["no answer"]]
+    result["targets"] += [
+        target("cold: median time to verdict, stack start included", f"<= {COLD_TARGET_S:.0f} s (quiet machine)",
+               f"{medians['cold']:.1f} s", medians["cold"] <= COLD_TARGET_S),
+        target("attached to a running stack: median time to verdict, full live suite",
+               f"<= {ATTACHED_TARGET_S:.0f} s", f"{medians['attached']:.1f} s", medians["attached"] <= ATTACHED_TARGET_S),
+        target("never-answering port: median time to verdict", f"<= {NO_ANSWER_TARGET_S:.0f} s",
+               f"{medians['no answer']:.1f} s (closed port: {medians['closed port']:.1f} s)",
+               medians["no answer"] <= NO_ANSWER_TARGET_S),
+        target("never-answering port: root cause", "HOST_UNREACHABLE", ", ".join(no_answer_codes),
+               all(c == "HOST_UNREACHABLE" for c in no_answer_codes)),
+        target("cold and attached verdicts", "PASS", ", ".join(r["verdict"] for r in rows["cold"] + rows["attached"]),
+               all(r["verdict"] == "PASS" for r in rows["cold"] + rows["attached"])),
+    ]
+    phase_medians = {p: _median([r[p] for r in cold]) for p in
+                     ("imports", "collection", "auth", "mlflow", "api", "wait", "checks", "teardown")}
+    result["metrics"]["cold_phase_medians_s"] = phase_medians
+    result["notes"].append(
+        "Cold phase medians: interpreter+imports {imports:.1f} s, collection {collection:.1f} s, stack start "
+        "auth {auth:.1f} s / MLflow {mlflow:.1f} s / API {api:.1f} s (auth and MLflow in parallel, overlapping "
+        "collection), waiting on the stack after collection {wait:.1f} s, checks {checks:.1f} s, teardown "
+        "{teardown:.1f} s.".format(**phase_medians))
     return result

@@ -151,6 +151,9 @@ def hokusai_mlflow_client(hokusai_run: HokusaiRun, hokusai_settings: HokusaiSett
     restored exactly at the end of the session. MLflow's own retries are cut so that a 503 fails
     in seconds instead of MLflow's ~4-minute retry loop. The client's HTTP calls are recorded.
     """
+    from . import warmup
+
+    warmup.join()  # the warm-up thread may be importing mlflow right now
     from .registry import make_client, mlflow_env, record_mlflow_http
 
     with mlflow_env(hokusai_settings.tracking_uri, hokusai_api_key, max_retries=0,
@@ -166,6 +169,9 @@ def hokusai_toy_model() -> ToyModel:
     Scope: session. Type: :class:`pytest_hokusai.registry.ToyModel` with ``model``, ``X``,
     ``y``, ``predictions``, ``signature``, ``metrics``, ``params``. Deterministic (seeded).
     """
+    from . import warmup
+
+    warmup.join()  # the warm-up thread may be importing sklearn right now
     from .registry import train_toy_model
 
     return train_toy_model(seed=0)

@@ -191,6 +191,10 @@ class HokusaiReporting:
 
     # -- start the local stack on the controller when running distributed ----------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if _selects_live(self.config) and not self.config.option.collectonly:
+            from . import warmup
+
+            warmup.start()  # import MLflow, sklearn, pandas while the first checks talk HTTP
         if self.run.local is None or self.is_worker:
             return
         if self.distributed:
