@@ -26,7 +26,9 @@ __all__ = ["HokusaiReporting", "HokusaiXdist", "key_usage_error", "write_key_mis
 REPORT_ATTR = "hokusai"  # custom TestReport attribute; pytest-xdist serialises it to the controller
 SUPPORTED_MLFLOW = ((2, 9), (4, 0))
 #: Root causes after which no further live check can tell anything new.
-BLOCKING_CODES = frozenset({"HOST_UNREACHABLE", "TLS_ERROR"})  # [min, max) of the MLflow client versions the checks know
+BLOCKING_CODES = frozenset({"HOST_UNREACHABLE", "TLS_ERROR"})
+#: Fixtures whose heavy imports (MLflow, scikit-learn, pandas) the warm-up thread does ahead of time.
+WARM_FIXTURES = frozenset({"hokusai_mlflow_client", "hokusai_toy_model"})  # [min, max) of the MLflow client versions the checks know
 
 
 def _is_live(item_or_report: Any) -> bool:
@@ -190,11 +192,16 @@ class HokusaiReporting:
             raise pytest.UsageError(message)
 
     # -- start the local stack on the controller when running distributed ----------------------
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if _selects_live(self.config) and not self.config.option.collectonly:
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Selected checks that use MLflow or the toy model: import those while the first checks talk HTTP.
+        if not self.config.option.collectonly and any(
+                _is_live(item) and WARM_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                for item in session.items):
             from . import warmup
 
-            warmup.start()  # import MLflow, sklearn, pandas while the first checks talk HTTP
+            warmup.start()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.run.local is None or self.is_worker:
             return
         if self.distributed:
@@ -339,6 +346,9 @@ class HokusaiReporting:
     # -- end of run ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from . import warmup
+
+        warmup.stop()  # the warm-up thread never outlives the session
         if self.is_worker:
             self.run.stop()
             return

@@ -23,7 +23,7 @@ def test_preload_swallows_a_module_that_raises_on_import(tmp_path, monkeypatch):
 def test_start_is_once_and_join_waits(monkeypatch):
     calls = []
     monkeypatch.setattr(warmup, "_thread", None)
-    monkeypatch.setattr(warmup, "preload", lambda modules=warmup.WARM_MODULES: calls.append(1))
+    monkeypatch.setattr(warmup, "preload", lambda modules=warmup.WARM_MODULES, stop=None: calls.append(1))
     warmup.start()
     warmup.start()
     warmup.join()
