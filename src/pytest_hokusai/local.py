@@ -146,8 +146,8 @@ class LocalTarget:
         if attached is not None:
             return attached
         from .stack import start_stack  # heavy part loads only now
-        from .stack.stopped import without_process_faults
         from .stack.statefile import mint_suite_keys
+        from .stack.stopped import without_process_faults
 
         # auth-stopped / mlflow-stopped stop a process: mint the keys first, then stop it (below)
         context = start_stack(faults=without_process_faults(self._faults), progress=self._say)
