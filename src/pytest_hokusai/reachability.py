@@ -22,10 +22,6 @@ from .evidence import Exchange
 
 __all__ = ["HostReachability", "cap_timeout", "host_key"]
 
-#: Failure classes that mean "nothing answered" (the same set HOST_UNREACHABLE reads).
-NO_ANSWER = ("dns", "refused", "timeout", "connection")
-
-
 def host_key(url: str) -> str:
     """``host:port`` of a URL (the unit of reachability, as in the diagnosis)."""
     try:
@@ -68,8 +64,12 @@ class HostReachability:
             self._silent.pop(host, None)
 
     def note_no_answer(self, exchange: Exchange) -> None:
-        """Remember a first-contact request that got no status (kept: the first such exchange)."""
-        if exchange.status is not None or exchange.error not in NO_ANSWER:
+        """Remember a first-contact request that timed out without a status (the first such exchange).
+
+        Only timeouts: a refused or unresolvable host fails in milliseconds, so the triage simply
+        asks it again and keeps its usual evidence.
+        """
+        if exchange.status is not None or exchange.error != "timeout":
             return
         host = host_key(exchange.url)
         with self._lock:

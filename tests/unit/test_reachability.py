@@ -27,12 +27,13 @@ def test_budget_applies_until_the_host_answers():
     assert reach.budget_for("http://b:1/health") == 2.5
 
 
-def test_a_silent_host_is_remembered_with_its_first_exchange_until_it_answers():
+def test_only_a_timed_out_host_is_remembered_with_its_first_exchange_until_it_answers():
     reach = HostReachability(1.0)
     first = Exchange(method="GET", url="http://a:1/health", error="timeout", error_detail="x", elapsed_ms=1000.0)
-    later = Exchange(method="GET", url="http://a:1/other", error="refused", elapsed_ms=1.0)
+    later = Exchange(method="GET", url="http://a:1/other", error="timeout", elapsed_ms=1000.0)
+    refused = Exchange(method="GET", url="http://c:1/x", error="refused", elapsed_ms=1.0)
     answered = Exchange(method="GET", url="http://b:1/x", status=503, elapsed_ms=1.0)
-    for ex in (first, later, answered):
+    for ex in (first, later, refused, answered):
         reach.note_no_answer(ex)
     assert reach.silent_hosts() == {"a:1": first}
     reach.mark_answered("http://a:1/")

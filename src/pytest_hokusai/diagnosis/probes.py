@@ -67,10 +67,15 @@ class _Runner:
         self.deadline = deadline
         self.per_probe = per_probe
         self.blocked: dict[str, str] = {}  # host -> why it is not asked again
+        self.silent: dict[str, Exchange] = {}  # host -> a check's timed-out exchange (run_triage)
 
     def timeout_for(self, name: str, url: str) -> float | None:
         """The timeout for this probe, or ``None`` (and the reason noted) when it must be skipped."""
         host = host_of(url)
+        silent = self.silent.get(host)
+        if silent is not None:  # it already gave no answer within the budget: that is this probe's answer
+            self.evidence.add_probe(name, silent)
+            return None
         if host in self.blocked:
             self.evidence.skipped[name] = self.blocked[host]
             return None
@@ -119,9 +124,9 @@ def run_triage(
     :class:`~pytest_hokusai.http.HokusaiSession` (or anything with its ``probe`` method). Never
     raises for network errors; takes at most about ``budget_s`` seconds.
 
-    ``silent`` maps ``host:port`` to a check's exchange that already got no answer from that host
-    (within the connect/first-byte budget): that exchange is the evidence, and the host is not
-    asked again, so a host that never answers costs one budget, not two.
+    ``silent`` maps ``host:port`` to a check's exchange that already timed out on that host within
+    the connect/first-byte budget: it stands as the answer of every probe to that host (which is
+    not asked again), so a host that never answers costs one budget, not two.
     """
     started = time.monotonic()
     evidence = TriageEvidence.from_settings(settings, keys)
@@ -131,9 +136,7 @@ def run_triage(
     per_probe = max(MIN_PROBE_S, min(settings.timeout, PROBE_TIMEOUT_S))
     session = session_factory(timeout=per_probe, key=None)
     runner = _Runner(session, evidence, deadline=started + budget_s, per_probe=per_probe)
-    for host, exchange in (silent or {}).items():
-        runner.blocked[host] = f"{host} did not answer {exchange.label or exchange.method} ({exchange.error})"
-        evidence.add_exchanges([exchange])
+    runner.silent = dict(silent or {})
     try:
         _probe_all(runner, settings, keys, key)
     finally:
