@@ -247,7 +247,7 @@ class HokusaiReporting:
             # deployment finding: SUITE_ERROR with its exception, never the deployment's code.
             finding = None
             if call is not None and call.excinfo is not None:
-                from .diagnosis.suite import suite_error_for_check
+                from .diagnosis.matchers.suite import suite_error_for_check
 
                 finding = suite_error_for_check(item.nodeid, report.when, call.excinfo.value)
                 if finding is not None:
@@ -370,7 +370,7 @@ class HokusaiReporting:
                 evidence.exchanges.extend(e for e in state.recorder.all()
                                           if _is_diagnostic(e) and e not in evidence.exchanges)
                 if self.suite_errors:
-                    from .diagnosis.suite import FACT_SUITE_ERRORS
+                    from .diagnosis.matchers.suite import FACT_SUITE_ERRORS
 
                     evidence.add_fact(FACT_SUITE_ERRORS, list(self.suite_errors))
                 from .diagnosis import diagnose
@@ -379,7 +379,7 @@ class HokusaiReporting:
             except Exception as exc:
                 self.run.triage_error = redact(f"{type(exc).__name__}: {exc}")
             if not state.findings and self.suite_errors:
-                from .diagnosis.suite import suite_run_finding
+                from .diagnosis.matchers.suite import suite_run_finding
 
                 state.findings = [suite_run_finding(self.suite_errors)]
             from .known_issues import mark_accepted

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from .diagnosis.evidence import FACT_TRACKING_URI_MOVED_TO
-from .diagnosis.sdk_matchers import EVENT_LABEL, FACT_SDK_FAILURES
+from .diagnosis.matchers.client import EVENT_LABEL, FACT_SDK_FAILURES
 from .evidence import Exchange, clean_url, excerpt, request_body_shape
 from .secret import Secret, redact
 

@@ -19,8 +19,12 @@ import pytest
 from pytest_hokusai.diagnosis import RULES, TriageEvidence, diagnose, finding_for_failure, run_triage
 from pytest_hokusai.diagnosis import evidence as ev
 from pytest_hokusai.diagnosis.catalog import CODES
+from pytest_hokusai.diagnosis.matchers.suite import (
+    FACT_SUITE_ERRORS,
+    is_deployment_answer,
+    suite_error_for_check,
+)
 from pytest_hokusai.diagnosis.rules import PRECEDENCE
-from pytest_hokusai.diagnosis.suite import FACT_SUITE_ERRORS, is_deployment_answer, suite_error_for_check
 from pytest_hokusai.evidence import Exchange, Recorder
 from pytest_hokusai.http import HokusaiSession
 from pytest_hokusai.secret import Secret

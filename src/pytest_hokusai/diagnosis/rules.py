@@ -2,8 +2,8 @@
 that picks the root cause.
 
 :data:`RULES` maps every code of DESIGN.md's table to a :class:`Rule`: its fixed texts (from
-:mod:`.catalog`) and its matcher (from :mod:`.matchers`), which builds the summary, evidence and
-remediation from what the probes and checks saw. :func:`diagnose` runs them all and marks exactly one
+:mod:`.catalog`) and its matcher (from the :mod:`.matchers` package, one module per category),
+which builds the summary, evidence and remediation from what the probes and checks saw. :func:`diagnose` runs them all and marks exactly one
 finding ``primary``: the first in :data:`PRECEDENCE` (network, then credentials known before any
 request, deployment, configuration and credentials, artifact-only, security). UNEXPECTED_RESPONSE is
 reported only when no functional rule explains a failure, and LATENCY_BUDGET_EXCEEDED (a perf check
@@ -22,11 +22,10 @@ from ..secret import redact
 from ..state import Finding
 from .catalog import CODES, TEXTS
 from .evidence import FACT_LATENCY_MISSES, TriageEvidence
-from .fidelity import FIDELITY_MATCHERS
-from .latency import LATENCY_CODE, match_latency
 from .matchers import MATCHERS, Match, Matcher, said, where
-from .sdk_matchers import SDK_CODES, SDK_MATCHERS
-from .suite import SUITE_CODE, match_suite_error
+from .matchers.client import SDK_CODES
+from .matchers.latency import LATENCY_CODE
+from .matchers.suite import SUITE_CODE
 
 __all__ = ["PRECEDENCE", "RULES", "Match", "Rule", "diagnose", "finding_for_failure"]
 
@@ -61,8 +60,7 @@ class Rule:
 
 
 # -- the table, precedence, entry points ------------------------------------------------------------
-_MATCHERS: dict[str, Matcher] = {**MATCHERS, **FIDELITY_MATCHERS, **SDK_MATCHERS, LATENCY_CODE: match_latency,
-                                  SUITE_CODE: match_suite_error}
+_MATCHERS: dict[str, Matcher] = MATCHERS
 
 RULES: dict[str, Rule] = {
     code: Rule(code=code, category=TEXTS[code].category, title=TEXTS[code].title, symptom=TEXTS[code].symptom,

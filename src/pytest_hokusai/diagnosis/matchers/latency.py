@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import evidence as ev
-from .evidence import TriageEvidence
-from .matchers import Match
+from .. import evidence as ev
+from ..evidence import TriageEvidence
+from .base import Match
 
 __all__ = ["LATENCY_CODE", "MEASURES", "REDIS_STEP_MS", "describe_miss", "match_latency", "redis_steps"]
 

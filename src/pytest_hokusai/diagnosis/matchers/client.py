@@ -1,33 +1,63 @@
-"""The matchers of the SDK codes: the stock MLflow client registers, but the hokusai SDK fails.
+"""The client codes: what the stock MLflow client and the hokusai SDK meet.
 
-They read what the SDK checks (``checks/test_sdk.py``) leave: the exchange that stands for the SDK's
-registration-event POST (label ``sdk:registration-event``: the SDK sends it with urllib, so the
-check records the platform's answer from the SDK's result or its ``NotificationError``), and the
-``sdk_failures`` fact (an SDK step that raised, with its error). A lost token is CLIENT_TOKEN_LOST
-(:mod:`.matchers`). These codes rank below every platform code: when the stock client fails too,
-the platform's code is the root cause.
+CLIENT_TOKEN_LOST: the MLflow client lost MLFLOW_TRACKING_TOKEN mid-run (or the SDK's local
+fallback moved it away from the deployment, F15).
+
+The SDK codes (SDK_EVENT_ROUTE_MISSING, SDK_EVENT_REJECTED, SDK_STEP_FAILED): the stock MLflow
+client registers, but the hokusai SDK fails. They read what the SDK checks
+(``checks/test_sdk.py``) leave: the exchange that stands for the SDK's registration-event POST
+(label ``sdk:registration-event``: the SDK sends it with urllib, so the check records the
+platform's answer from the SDK's result or its ``NotificationError``), and the ``sdk_failures``
+fact (an SDK step that raised, with its error). These codes rank below every platform code: when
+the stock client fails too, the platform's code is the root cause.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..evidence import Exchange
-from . import evidence as ev
-from . import tells as t
-from .evidence import TriageEvidence
-from .matchers import Match, Matcher, said
+from ...evidence import Exchange
+from .. import evidence as ev
+from .. import tells as t
+from ..evidence import TriageEvidence
+from .base import (
+    Match,
+    Matcher,
+    said,
+)
 
-__all__ = ["EVENT_LABEL", "FACT_SDK_FAILURES", "SDK_CODES", "SDK_MATCHERS"]
+__all__ = ["EVENT_LABEL", "FACT_SDK_FAILURES", "MATCHERS", "SDK_CODES"]
 
+
+def _token_lost(e: TriageEvidence) -> Match | None:
+    if e.key_state != ev.KEY_PRESENT or e.facts.get(ev.FACT_TRACKING_TOKEN_PRESENT) is True:
+        return None
+    token_gone = e.facts.get(ev.FACT_TRACKING_TOKEN_PRESENT) is False
+    lost = [x for x in e.client_exchanges() if x.status == 401 and t.KEY_REQUIRED.lower() in t.detail(x).lower()
+            and (x.auth in ("", "none") or token_gone)]
+    keyed = e.probe(ev.PROXY_KEY)
+    moved_to = e.facts.get(ev.FACT_TRACKING_URI_MOVED_TO)
+    if (not lost and not (token_gone and moved_to)) or (keyed is not None and not keyed.ok):
+        return None
+    fact = ["fact: MLFLOW_TRACKING_TOKEN was unset when the MLflow client failed"] if token_gone else []
+    if moved_to:  # the SDK's local fallback (F15) also moved the client away from the deployment
+        fact.append(f"fact: the MLflow client's tracking URI moved to {moved_to}")
+    works = "works on the proxy" if keyed is not None else "is configured"
+    if not lost:
+        return Match(f"MLFLOW_TRACKING_TOKEN was lost and the MLflow client moved to {moved_to}, although the key "
+                     f"{e.key_masked or ''} {works}: the SDK's local fallback (F15).", [*fact, keyed])
+    return Match(f"The MLflow client sent {len(lost)} request(s) without a key and got 401 'API key required', "
+                 f"although the key {e.key_masked or ''} {works}: MLFLOW_TRACKING_TOKEN was lost mid-run"
+                 + (f" and the client moved to {moved_to}." if moved_to else "."),
+                 [lost[-1], *fact, keyed])
+
+
+# -- the hokusai SDK -------------------------------------------------------------------------------
 #: Mirrors of :mod:`pytest_hokusai.sdk` (kept here so the diagnosis imports nothing SDK-side).
 EVENT_LABEL = "sdk:registration-event"
 FACT_SDK_FAILURES = "sdk_failures"
 #: The SDK codes, in precedence order.
 SDK_CODES = ("SDK_EVENT_ROUTE_MISSING", "SDK_EVENT_REJECTED", "SDK_STEP_FAILED")
-
-SDK_MATCHERS: dict[str, Matcher] = {}
-
 
 def _events(e: TriageEvidence) -> list[Exchange]:
     return [x for x in e.exchanges if x.label == EVENT_LABEL and not x.ok]
@@ -58,7 +88,7 @@ def _event_route_missing(e: TriageEvidence) -> Match | None:
         f"HOKUSAI_API_ENDPOINT={e.api_url.rstrip('/')}/api where the SDK runs.")
 
 
-_REJECTIONS: Mapping[int, tuple[str, str]] = {
+_EVENT_REJECTIONS: Mapping[int, tuple[str, str]] = {
     403: ("the key has no write scope for registration events",
           "Give the key a write scope (model:write or mlflow:write) in the auth service, or mint one with it."),
     422: ("the API rejects the payload the SDK built",
@@ -82,7 +112,7 @@ def _event_rejected(e: TriageEvidence) -> Match | None:
         why, fix = ("the API did not answer it",
                     "Check that HOKUSAI_API_ENDPOINT names the API service the SDK can reach, and its health.")
     else:
-        why, fix = _REJECTIONS.get(bad.status, ("the API refused it",
+        why, fix = _EVENT_REJECTIONS.get(bad.status, ("the API refused it",
                                                 "Read the API service's log for the event and the answer above."))
     return Match(
         f"The SDK registered the model in MLflow, then its registration event POST {path} got {said(bad)}: "
@@ -105,8 +135,9 @@ def _step_failed(e: TriageEvidence) -> Match | None:
         [*lines, seen])
 
 
-SDK_MATCHERS.update({
+MATCHERS: dict[str, Matcher] = {
+    "CLIENT_TOKEN_LOST": _token_lost,
     "SDK_EVENT_ROUTE_MISSING": _event_route_missing,
     "SDK_EVENT_REJECTED": _event_rejected,
     "SDK_STEP_FAILED": _step_failed,
-})
+}

@@ -20,11 +20,11 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
-from ..secret import redact
-from ..state import Finding
-from .catalog import TEXTS
-from .evidence import TriageEvidence
-from .matchers import Match
+from ...secret import redact
+from ...state import Finding
+from ..catalog import TEXTS
+from ..evidence import TriageEvidence
+from .base import Match
 
 __all__ = [
     "FACT_SUITE_ERRORS",
