@@ -473,7 +473,7 @@ def _print_handoff(tr: Any, outcome: Any) -> None:
 
 
 def _owner_of(code: str) -> str:
-    from .diagnosis.catalog import owner_of
+    from .diagnosis.ownership import owner_of
 
     return owner_of(code)
 

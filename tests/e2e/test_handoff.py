@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from pytest_hokusai.diagnosis.catalog import OWNERS
+from pytest_hokusai.diagnosis.ownership import OWNERS
 from pytest_hokusai.report.repro import answer_of, detail_of
 from pytest_hokusai.stack.faults import FAULTS
 from tests.support.webhook import serve_webhook

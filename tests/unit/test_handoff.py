@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 
-from pytest_hokusai.diagnosis.catalog import (
+from pytest_hokusai.diagnosis.catalog import CODES, TEXTS
+from pytest_hokusai.diagnosis.ownership import (
     ANNOUNCED_CODES,
-    CODES,
     IMPACTS,
     OWNER_TEAMS,
     OWNERS,
-    TEXTS,
     impact_of,
     owner_of,
 )

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .catalog import owner_of
+from .ownership import owner_of
 from .rules import PRECEDENCE, RULES
 
 __all__ = ["DOC_PATH", "REGENERATE_COMMAND", "main", "render_troubleshooting"]

@@ -1,7 +1,7 @@
 """Ready-to-file bug reports, one Markdown file per finding (``--hokusai-report-issues DIR``).
 
 Each report is addressed to the team that owns the finding's code
-(:func:`~pytest_hokusai.diagnosis.catalog.owner_of`) and can be pasted into an issue tracker as it
+(:func:`~pytest_hokusai.diagnosis.ownership.owner_of`) and can be pasted into an issue tracker as it
 is: a title with the code and the deployment; the owner; the impact on third parties in one
 sentence; since when (with ``--hokusai-baseline``: passing in the baseline run and failing now,
 both timestamps); a minimal reproduction as ``curl`` commands and as a few lines of stock MLflow
@@ -253,7 +253,8 @@ def render_issues(
     holds it; ``accepted`` are the codes accepted as known issues (a diagnosis's own ``accepted``
     counts too).
     """
-    from ..diagnosis.catalog import OWNER_TEAMS, TEXTS, impact_of, owner_of
+    from ..diagnosis.catalog import TEXTS
+    from ..diagnosis.ownership import OWNER_TEAMS, impact_of, owner_of
 
     recorded = list(exchanges)
     known = set(accepted)

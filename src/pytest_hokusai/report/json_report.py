@@ -87,7 +87,7 @@ def ordered_findings(findings: list[Finding]) -> list[Finding]:
 
 def _with_owner(diagnosis: dict[str, Any]) -> dict[str, Any]:
     """A diagnosis with ``owner``: the team that fixes its code (DESIGN.md; diagnosis.catalog)."""
-    from ..diagnosis.catalog import owner_of
+    from ..diagnosis.ownership import owner_of
 
     diagnosis.setdefault("owner", owner_of(str(diagnosis.get("code"))))
     return diagnosis
