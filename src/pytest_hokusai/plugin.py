@@ -94,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
         _register_html(config, run)
     if config.pluginmanager.hasplugin("xdist"):
-        from .hooks_impl import HokusaiXdist
+        from .distributed import HokusaiXdist
 
         config.pluginmanager.register(HokusaiXdist(run), "hokusai-xdist")
     if workerinput is None:
@@ -104,11 +104,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # A deploy gate must never pass by skipping: `-m live` against remote without a usable key (missing
     # or malformed) is a usage error, before any request. Listing the checks (--collect-only) needs none.
-    from .hooks_impl import _selects_live
+    from .preflight import selects_live
 
-    if workerinput is None and _selects_live(config) and not config.option.collectonly:
+    if workerinput is None and selects_live(config) and not config.option.collectonly:
         run.state.target = run.target_block()
-        from .hooks_impl import key_usage_error
+        from .preflight import key_usage_error
 
         message = key_usage_error(run, settings)
         if message is not None:
@@ -156,8 +156,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         key = keys.primary.masked if keys and keys.primary else "not set"
         lines = [
             f"hokusai: target {settings.target}, api {settings.api_url}, auth {settings.auth_url}, key {key}",
-            f"hokusai: tracking uri {settings.tracking_uri}, service_id {settings.service_id}, "
-            f"timeout {settings.timeout:g}s",
+            (f"hokusai: tracking uri {settings.tracking_uri}, service_id {settings.service_id}, "
+             f"timeout {settings.timeout:g}s"),
         ]
     lines.append(f"hokusai: versions: {version_line}")
     if settings.report_issues is not None or settings.notify_url is not None:

@@ -6,7 +6,7 @@ from importlib import metadata
 
 import pytest
 
-from pytest_hokusai.hooks_impl import _mlflow_version_problem
+from pytest_hokusai.preflight import mlflow_version_problem
 
 
 @pytest.mark.parametrize(("version", "ok"), [("3.9.0", True), ("3.11.1", True), ("2.9.2", True),
@@ -14,7 +14,7 @@ from pytest_hokusai.hooks_impl import _mlflow_version_problem
 def test_mlflow_version_range(monkeypatch, version, ok):
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: version if name == "mlflow" else real(name))
-    problem = _mlflow_version_problem()
+    problem = mlflow_version_problem()
     if ok:
         assert problem is None
     else:

@@ -34,6 +34,7 @@ from ..evidence import Exchange
 from ..state import Finding
 from ._redact import scrub
 from .chart import latency_by_endpoint, latency_chart_png, png_data_uri, summary_chart_png
+from .verdict_text import count_outcomes, no_finding_sentence
 
 __all__ = [
     "MAX_EXCHANGES_PER_TEST",
@@ -193,9 +194,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
     others = [d for d in diagnoses if d is not primary]
     checks = list(report.get("checks") or [])
 
-    counts: dict[str, int] = {}
-    for check in checks:
-        counts[str(check.get("outcome"))] = counts.get(str(check.get("outcome")), 0) + 1
+    counts = count_outcomes(check.get("outcome") for check in checks)
     tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no check ran"
     target_bits = [f"target <b>{_text(target.get('mode', '?'))}</b>"]
     for name, label in (("api_url", "api"), ("auth_url", "auth"), ("tracking_uri", "tracking uri")):
@@ -223,8 +222,7 @@ def summary_html(report: Mapping[str, Any], *, chart_uri: str | None = None) -> 
             "</div>",
         ]
     else:
-        message = ("No finding: every selected live check passed." if verdict == "PASS"
-                   else "No diagnosis was made; see the failed checks below.")
+        message = no_finding_sentence(verdict, counts)
         parts.append(f'<div id="hokusai-primary" class="hk-none" data-code="">{_text(message)}</div>')
     if others:
         items = []

@@ -15,6 +15,7 @@ from typing import Any
 
 from ._redact import scrub
 from .json_report import atomic_write_text
+from .verdict_text import count_outcomes, no_finding_sentence
 
 __all__ = ["TITLE", "cell", "code_span", "render_markdown", "write_markdown"]
 
@@ -105,9 +106,7 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
     lines.append("")
     mark = "\u2705" if verdict == "PASS" else "\u274c"
     lines += [f"## Verdict: {mark} **{verdict}**", ""]
-    counts: dict[str, int] = {}
-    for check in checks:
-        counts[str(check.get("outcome"))] = counts.get(str(check.get("outcome")), 0) + 1
+    counts = count_outcomes(check.get("outcome") for check in checks)
     if checks:
         lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) + ".", ""]
 
@@ -121,8 +120,7 @@ def render_markdown(report: Mapping[str, Any], *, generated_at: datetime) -> str
     others = [d for d in diagnoses if d is not primary]
     lines += ["## Diagnosis", ""]
     if primary is None:
-        lines += ["No finding: every selected live check passed." if verdict == "PASS"
-                  else "No diagnosis was made; see the failed checks below.", ""]
+        lines += [no_finding_sentence(verdict, counts), ""]
     else:
         _finding(lines, primary, "### Root cause:")
     if others:
