@@ -11,7 +11,8 @@ under pytest-xdist no worker deletes a model another worker is registering a ver
 Experiments keep run-unique names: MLflow deletes them with POST (which every proxy forwards) and
 keeps deleted names reserved.
 
-mlflow is imported inside the functions that need it only.
+mlflow (and the HTTP layer, for scrubbing) is imported inside the functions that need it only, so
+:mod:`.sdk` can take its canary names from here without importing requests.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeGuard
 
-from .http import scrub
 from .state import Leftover
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ __all__ = [
     "is_canary",
     "model_leftover",
     "remove_registration",
+    "run_leftover",
     "triage_leftovers",
 ]
 
@@ -47,12 +48,12 @@ CANARY_PREFIX = "hokusai-canary"
 #: purpose -> the registered model name it uses; one per check, so xdist workers never share one.
 CANARY_MODELS: dict[str, str] = {
     purpose: f"{CANARY_PREFIX}-{purpose}"
-    for purpose in ("registration", "perf", "proxy", "concurrency", "triage", "readonly", "sdk")
+    for purpose in ("registration", "perf", "proxy", "concurrency", "triage", "readonly", "sdk", "sdk-cli")
 }
 #: The model-version source of versions that carry no real model (the proxy check's).
 CANARY_SOURCE = "mlflow-artifacts:/hokusai-canary/model"
 DESCRIPTION = "pytest-hokusai canary: new versions on every run; safe to delete"
-_NAME = re.compile(rf"^{CANARY_PREFIX}-[a-z]+(-m\d+)?$")
+_NAME = re.compile(rf"^{CANARY_PREFIX}-[a-z]+(-[a-z]+)*(-m\d+)?$")
 
 
 def canary_name(purpose: str) -> str:
@@ -72,13 +73,20 @@ def is_canary(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
+def _scrub(text: str) -> str:
+    """:func:`pytest_hokusai.http.scrub` (imported here only when a leftover is described)."""
+    from .http import scrub as scrub_text
+
+    return scrub_text(text)
+
+
 def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", "") or "")
 
 
 def _short(exc: BaseException, limit: int = 240) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return scrub(text if len(text) <= limit else text[: limit - 1] + "\u2026")
+    return _scrub(text if len(text) <= limit else text[: limit - 1] + "\u2026")
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> bool:
@@ -98,7 +106,7 @@ def ensure_registered_model(client: MlflowClient, name: str) -> bool:
 def model_leftover(name: str, why: str, tracking_uri: str = "") -> Leftover:
     where = f"MlflowClient(tracking_uri={tracking_uri!r})" if tracking_uri else "MlflowClient()"
     return Leftover(
-        kind="registered_model", name=name, why=scrub(why),
+        kind="registered_model", name=name, why=_scrub(why),
         remove=(f"{where}.delete_registered_model({name!r}) once DELETE requests reach MLflow with their body "
                 "(or from a client that reaches MLflow without the API proxy, or in the MLflow UI: Models > "
                 f"{name} > Delete); later runs reuse the name, so it does not multiply"))
@@ -106,8 +114,14 @@ def model_leftover(name: str, why: str, tracking_uri: str = "") -> Leftover:
 
 def experiment_leftover(name: str, why: str, tracking_uri: str = "") -> Leftover:
     where = f"MlflowClient(tracking_uri={tracking_uri!r})" if tracking_uri else "MlflowClient()"
-    return Leftover(kind="experiment", name=name, why=scrub(why),
+    return Leftover(kind="experiment", name=name, why=_scrub(why),
                     remove=f"{where}.delete_experiment(<id of {name!r}>) or the MLflow UI (Experiments > Delete)")
+
+
+def run_leftover(run_id: str, why: str, tracking_uri: str = "") -> Leftover:
+    where = f"MlflowClient(tracking_uri={tracking_uri!r})" if tracking_uri else "MlflowClient()"
+    return Leftover(kind="run", name=f"id {run_id}", why=_scrub(why),
+                    remove=f"{where}.delete_run({run_id!r}) or the MLflow UI (the run's experiment > Delete)")
 
 
 def remove_registration(
@@ -116,6 +130,7 @@ def remove_registration(
     model: str | None = None,
     versions: Sequence[str] = (),
     model_created: bool = False,
+    run_ids: Sequence[str | None] = (),
     experiment_ids: Sequence[str | None] = (),
     experiment_names: Sequence[str] = (),
 ) -> list[Leftover]:
@@ -125,6 +140,7 @@ def remove_registration(
     (another run may be registering into the same canary: its versions are not ours to delete). A
     model this check neither created (``model_created``) nor added a version to is left alone, so a
     registration refused before anything was made (a read-only key) leaves no false leftover.
+    Runs are deleted by id (a run outside the experiments given, e.g. one the SDK's CLI made).
     Experiments are deleted by id, or looked up by name when the creating call failed late.
     """
     uri = str(getattr(client, "tracking_uri", "") or "")
@@ -147,6 +163,12 @@ def remove_registration(
                     problems.append(f"delete the registered model: {_short(exc)}")
         if problems:
             left.append(model_leftover(model, "; ".join(problems), uri))
+    for run_id in (str(i) for i in run_ids if i):
+        try:
+            client.delete_run(run_id)
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                left.append(run_leftover(run_id, _short(exc), uri))
     ids = [str(i) for i in experiment_ids if i]
     for name in experiment_names:
         try:

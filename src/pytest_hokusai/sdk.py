@@ -11,7 +11,8 @@ unrelated Docker toolkit). Nothing here imports it, mlflow or requests at module
   URI, exactly afterwards (the SDK writes both);
 * :func:`event_exchange` turns the outcome of the SDK's registration-event POST (it uses urllib,
   which the run's recorder does not see) into an :class:`~pytest_hokusai.evidence.Exchange`;
-* :func:`remove_version` deletes what an SDK registration created, by the names it really used.
+* the SDK checks register under the canary names of :mod:`.canary` (``sdk``, ``sdk-cli``) and
+  clean up with :func:`~pytest_hokusai.canary.remove_registration`, like every other check.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .canary import canary_name
 from .diagnosis.evidence import FACT_TRACKING_URI_MOVED_TO
 from .diagnosis.matchers.client import EVENT_LABEL, FACT_SDK_FAILURES
 from .evidence import Exchange, clean_url, excerpt, request_body_shape
@@ -51,7 +52,6 @@ __all__ = [
     "event_payload",
     "event_url",
     "load_sdk",
-    "remove_version",
     "sdk_api_endpoint",
     "sdk_environment",
     "sdk_failure",
@@ -73,9 +73,9 @@ SDK_NO_ML_EXTRA_MESSAGE = (
     f"metaflow, redis); install it with the extra: {SDK_INSTALL}"
 )
 
-#: Fixed, recognisable registered-model names for what the SDK checks register (deleted after).
-CANARY_MODEL = "hokusai-canary-sdk"
-CANARY_CLI_MODEL = "hokusai-canary-sdk-cli"
+#: The canary models the SDK checks register new versions of (deleted after; see :mod:`.canary`).
+CANARY_MODEL = canary_name("sdk")
+CANARY_CLI_MODEL = canary_name("sdk-cli")
 #: The path the SDK posts its event to (contract section 4).
 EVENT_PATH = "/api/models/tokenized-registration-events"
 
@@ -234,7 +234,7 @@ def event_exchange(url: str, key: Secret, *, response: Any = None, error: BaseEx
     return exchange
 
 
-# -- failures and clean-up ----------------------------------------------------------------------
+# -- failures ----------------------------------------------------------------------------------
 class SdkStepError(AssertionError):
     """An SDK step failed; the message starts with the step."""
 
@@ -243,47 +243,6 @@ def sdk_failure(step: str, error: BaseException, nodeid: str) -> dict[str, Any]:
     """One :data:`FACT_SDK_FAILURES` entry (JSON-ready, redacted)."""
     text = " ".join(str(error).split()) or type(error).__name__
     return {"step": step, "error": redact(f"{type(error).__name__}: {text}")[:600], "nodeid": nodeid}
-
-
-@dataclass
-class Removal:
-    """What :func:`remove_version` did, and what it could not do (redacted lines)."""
-
-    deleted: list[str]
-    problems: list[str]
-
-
-def remove_version(client: Any, name: str, version: str | None, *, run_ids: tuple[str, ...] = (),
-                   experiment_ids: tuple[str, ...] = ()) -> Removal:
-    """Delete one model version the SDK created, the registered model when no version is left
-    (another run may be registering under the same fixed name at the same time), the runs and
-    experiments given; never raises."""
-    done = Removal(deleted=[], problems=[])
-
-    def attempt(what: str, call: Any, *args: Any) -> None:
-        try:
-            call(*args)
-            done.deleted.append(what)
-        except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
-            if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                done.problems.append(redact(f"delete {what}: {' '.join(str(exc).split())[:300]}"))
-
-    if version:
-        attempt(f"model version {name}/{version}", client.delete_model_version, name, version)
-        try:
-            left = client.search_model_versions(f"name='{name}'")
-        except Exception as exc:  # noqa: BLE001
-            done.problems.append(redact(f"list versions of {name!r}: {' '.join(str(exc).split())[:300]}"))
-            left = [None]
-        if not left:
-            attempt(f"registered model {name}", client.delete_registered_model, name)
-    for run_id in run_ids:
-        if run_id:
-            attempt(f"run {run_id}", client.delete_run, run_id)
-    for experiment_id in experiment_ids:
-        if experiment_id:
-            attempt(f"experiment {experiment_id}", client.delete_experiment, experiment_id)
-    return done
 
 
 _CLI_FIELD = re.compile(r"^\s*(Model name|Version|Token ID|MLflow run ID|Status):\s*(.+?)\s*$", re.MULTILINE)

@@ -22,6 +22,7 @@ import socket
 import string
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -303,3 +304,39 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# -- the stack's registry, read and emptied straight at MLflow's root ---------------------------------
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _mlflow(stack: Any, method: str, path: str, body: Any = None) -> Any:
+    """MLflow's REST API at its own root (no proxy, no key): what an operator with access could use."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{stack.mlflow_url}/api/2.0/mlflow/{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def registered_models(stack: Any) -> list[str]:
+    found = _mlflow(stack, "GET", "registered-models/search?max_results=1000")
+    return sorted(m["name"] for m in found.get("registered_models", []))
+
+
+@pytest.fixture
+def clean_registry(e2e_stack: Any) -> Iterator[Any]:
+    """The stack, with every registered model removed before and after (straight at MLflow's root)."""
+    def purge() -> None:
+        for name in registered_models(e2e_stack):
+            _mlflow(e2e_stack, "DELETE", "registered-models/delete", {"name": name})
+
+    purge()
+    yield e2e_stack
+    e2e_stack.set_faults([])
+    purge()
+
+
+def leftover_names(run: LiveRun) -> set[str]:
+    assert run.report is not None
+    return {left["name"] for left in run.report["leftovers"] if left["kind"] == "registered_model"}

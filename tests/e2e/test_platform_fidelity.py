@@ -19,7 +19,6 @@ behaviours need (each run still imports MLflow and trains the toy model once).
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 import urllib.parse
 import urllib.request
@@ -28,46 +27,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import FAST_SELECTION, PYTEST_INI, LiveRun, closed_port_url
+from .conftest import FAST_SELECTION, PYTEST_INI, LiveRun, closed_port_url, leftover_names, registered_models
 
 DELETE_CHECK = "test_proxy.py::test_mlflow_client_deletes_through_proxy"
 REGISTRATION_CHECK = "test_registration.py::test_register_model_end_to_end"
 #: The proxy delete check and the full registration: what drop-delete-body needs, and no more.
 DELETE_SELECTION = ("-m", "live and (hokusai_proxy or hokusai_registration)",
                     "-k", "mlflow_client_deletes or register_model_end_to_end")
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _mlflow(stack: Any, method: str, path: str, body: Any = None) -> Any:
-    """MLflow's REST API at its own root (no proxy, no key): what an operator with access could use."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{stack.mlflow_url}/api/2.0/mlflow/{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with _OPENER.open(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def registered_models(stack: Any) -> list[str]:
-    found = _mlflow(stack, "GET", "registered-models/search?max_results=1000")
-    return sorted(m["name"] for m in found.get("registered_models", []))
-
-
-@pytest.fixture
-def clean_registry(e2e_stack: Any) -> Iterator[Any]:
-    """The stack, with every registered model removed before and after (straight at MLflow's root)."""
-    def purge() -> None:
-        for name in registered_models(e2e_stack):
-            _mlflow(e2e_stack, "DELETE", "registered-models/delete", {"name": name})
-
-    purge()
-    yield e2e_stack
-    e2e_stack.set_faults([])
-    purge()
-
-
-def leftover_names(run: LiveRun) -> set[str]:
-    assert run.report is not None
-    return {left["name"] for left in run.report["leftovers"] if left["kind"] == "registered_model"}
 
 
 def test_drop_delete_body_is_proxy_drops_request_body_and_registration_still_passes(run_live, clean_registry):

@@ -12,7 +12,7 @@ import pytest
 from pytest_hokusai import sdk as hs
 from pytest_hokusai.stack.faults import FAULTS
 
-from .conftest import LiveRun, short_id
+from .conftest import LiveRun, leftover_names, registered_models, short_id
 from .test_faults import SDK_EVENT_FAULTS, assert_diagnosed
 
 STANDIN = Path(__file__).resolve().parent / "sdk_standin"
@@ -68,6 +68,10 @@ def test_without_the_sdk_every_sdk_check_skips_with_the_git_install_line(run_liv
     reasons = [line for line in run.result.outlines if line.startswith("SKIPPED [4]")]
     assert len(reasons) == 1, run.output  # one reason for all four
     assert "not on PyPI (PyPI's 'hokusai' is an unrelated package)" in reasons[0] and GIT_INSTALL in reasons[0]
+    # every selected check skipped: the verdict is FAIL, and the terminal does not call that a pass
+    assert run.report["verdict"] == "fail" and not run.report["diagnoses"], run.explain()
+    assert "every selected live check skipped (4 live checks)" in run.output, run.output
+    assert "every selected live check passed" not in run.output
 
 
 def _event_run(run_live, fault: str) -> LiveRun:
@@ -91,3 +95,20 @@ def test_event_faults_name_the_sdk_step_and_the_answer(run_live, fault, answer):
     assert "registration event POST /api/models/tokenized-registration-events" in run.primary["summary"]
     assert answer in run.primary["summary"], run.primary
     assert "then the SDK's registration event failed" in run.output, run.output
+
+
+def test_sdk_leftovers_are_listed_like_every_other_checks(run_live, clean_registry, pytester):
+    """What the SDK check cannot delete (the real proxy drops DELETE bodies) is a leftover in the
+    terminal, the JSON report and the Markdown, under its canary name, never a failure of the check."""
+    require_sdk()
+    markdown = pytester.path / "results.md"
+    run = run_live(*EVENT_SELECTION, "--hokusai-report-md", str(markdown), faults=["drop-delete-body"])
+
+    assert run.outcomes("passed") == {"test_sdk.py::test_sdk_registers_tokenized_model"}, run.explain()
+    assert leftover_names(run) == {hs.CANARY_MODEL}, run.report["leftovers"]
+    left = next(x for x in run.report["leftovers"] if x["name"] == hs.CANARY_MODEL)
+    assert "Missing value for required parameter" in left["why"] and "delete_registered_model" in left["remove"]
+    assert set(registered_models(clean_registry)) == {hs.CANARY_MODEL}, "the report lists what stayed behind"
+    assert "leftovers:" in run.output and hs.CANARY_MODEL in run.output, run.output
+    text = markdown.read_text(encoding="utf-8")
+    assert "## Leftovers" in text and hs.CANARY_MODEL in text

@@ -250,6 +250,35 @@ def test_markdown_escapes_pipes_and_redacts(settings: HokusaiSettings) -> None:
             assert line.replace("\\|", "").count("|") == 6
 
 
+def test_a_run_whose_live_checks_all_skipped_is_not_called_passed(settings: HokusaiSettings) -> None:
+    # The verdict of an all-skipped run is FAIL (a gate never passes by skipping): no output may say
+    # that every check passed.
+    state = RunState()
+    for name in ("test_a", "test_b"):
+        state.record_check(CheckResult(f"checks/t.py::{name}", "skipped", 0.0, ["live"], message="no SDK"))
+    assert state.verdict == "fail" and not state.findings
+    report = build_json_report(state, settings)
+    text = render_markdown(report, generated_at=datetime(2025, 1, 1))
+    html = summary_html(report)
+    for output in (text, html):
+        assert "every selected live check passed" not in output
+        assert "every selected live check skipped (2 live checks)" in output and "nothing was verified" in output
+    assert "No diagnosis was made" not in text and "No diagnosis was made" not in html
+
+
+def test_no_finding_sentence_follows_the_verdict_and_the_outcomes() -> None:
+    from pytest_hokusai.report.verdict_text import count_outcomes, no_finding_sentence
+
+    def said(verdict: str, *outcomes: str) -> str:
+        return no_finding_sentence(verdict, count_outcomes(outcomes))
+
+    assert said("pass", "passed", "passed") == "No finding: every selected live check passed."
+    assert said("pass", "passed", "skipped") == "No finding: 1 live check passed, 1 skipped."
+    assert "every selected live check skipped (1 live check)" in said("fail", "skipped")
+    assert "no live check ran" in said("fail")
+    assert said("fail", "failed", "skipped") == "No diagnosis was made; see the failed checks below."
+
+
 def test_markdown_cell_and_write(tmp_path: Path) -> None:
     assert cell("a|b\nc") == "a\\|b c"
     assert cell(None) == "\u2014"

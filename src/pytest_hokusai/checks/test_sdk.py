@@ -24,7 +24,7 @@ import time
 import pytest
 
 from .. import sdk as hs
-from ._support import HOST_SAFE_FILTERS, describe
+from ._support import HOST_SAFE_FILTERS, describe, keep_leftovers
 
 # HOST_SAFE_FILTERS: warnings from the libraries the checks drive, silenced on the checks themselves
 # so that a host project's filterwarnings = error cannot turn them into errors (see _support).
@@ -105,12 +105,15 @@ def _assert_local_stack_got_event(hokusai_run, *, model, version, token_id, run_
     assert payload["tags"].get("hokusai_token_id") == token_id.upper(), payload
 
 
-def _cleanup(request, settings, client, name, version, *, run_ids=(), experiment_ids=()):
+def _cleanup(hokusai_run, settings, client, name, version, *, run_ids=(), experiment_ids=()):
+    """Remove what the SDK registered, as the other checks do: what cannot be removed is a leftover
+    in every report (never a failure of the check)."""
     if settings.keep:
         return
-    removal = hs.remove_version(client, name, version, run_ids=run_ids, experiment_ids=experiment_ids)
-    if removal.problems:  # reported with the check, never failing it: what is left is named
-        request.node.user_properties.append(("hokusai_leftovers", "; ".join(removal.problems)))
+    from ..canary import remove_registration
+
+    keep_leftovers(hokusai_run, remove_registration(client, model=name, versions=[version] if version else [],
+                                                    run_ids=run_ids, experiment_ids=experiment_ids))
 
 
 # -- ModelRegistry ------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
         _assert_local_stack_got_event(hokusai_run, model=hs.CANARY_MODEL, version=version, token_id=token_id,
                                       run_id=run_id)
     finally:
-        _cleanup(request, hokusai_settings, client, hs.CANARY_MODEL, version,
+        _cleanup(hokusai_run, hokusai_settings, client, hs.CANARY_MODEL, version,
                  experiment_ids=(experiment_id,) if experiment_id else ())
 
 
@@ -262,7 +265,7 @@ def test_sdk_cli_registers_model(hokusai_mlflow_client, hokusai_settings, hokusa
         _assert_sdk_tags(mine[0], token_id=token_id, baseline=baseline, run_id=summary.get("MLflow run ID"))
     finally:
         run_id = (mine[0].tags or {}).get("mlflow_run_id") if mine else summary.get("MLflow run ID")
-        _cleanup(request, hokusai_settings, client, hs.CANARY_CLI_MODEL, version if mine else None,
+        _cleanup(hokusai_run, hokusai_settings, client, hs.CANARY_CLI_MODEL, version if mine else None,
                  run_ids=(run_id,) if run_id else ())
 
 
