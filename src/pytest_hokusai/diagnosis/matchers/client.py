@@ -20,11 +20,7 @@ from ...evidence import Exchange
 from .. import evidence as ev
 from .. import tells as t
 from ..evidence import TriageEvidence
-from .base import (
-    Match,
-    Matcher,
-    said,
-)
+from .base import Match, Matcher, said
 
 __all__ = ["EVENT_LABEL", "FACT_SDK_FAILURES", "MATCHERS", "SDK_CODES"]
 

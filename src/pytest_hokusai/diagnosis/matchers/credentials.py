@@ -10,16 +10,7 @@ from ...evidence import Exchange
 from .. import evidence as ev
 from .. import tells as t
 from ..evidence import TriageEvidence
-from .base import (
-    REJECTION_STATUSES,
-    Match,
-    Matcher,
-    first_match,
-    proxy_invalid_key,
-    quoted,
-    said,
-    where,
-)
+from .base import REJECTION_STATUSES, Match, Matcher, first_match, proxy_invalid_key, quoted, said, where
 
 __all__ = ["MATCHERS"]
 

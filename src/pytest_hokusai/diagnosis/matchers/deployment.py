@@ -12,18 +12,10 @@ from ...evidence import Exchange
 from .. import evidence as ev
 from .. import tells as t
 from ..evidence import TriageEvidence, host_of, json_body
-from .base import (
-    Match,
-    Matcher,
-    keyed_tracking,
-    proxy_auth_failure,
-    quoted,
-    said,
-    validations,
-    where,
-)
+from .base import Match, Matcher, keyed_tracking, proxy_auth_failure, quoted, said, validations, where
 
-__all__ = ["AUTH_DOWN_DETAILS", "MATCHERS", "MLFLOW_DOWN_DETAIL", "auth_dependency_down", "dependency_down", "mlflow_dependency_down"]
+__all__ = ["AUTH_DOWN_DETAILS", "MATCHERS", "MLFLOW_DOWN_DETAIL", "auth_dependency_down", "dependency_down",
+           "mlflow_dependency_down"]
 
 
 #: The middleware's details when the auth service did not answer at all (contract 2.4).

@@ -10,13 +10,7 @@ from __future__ import annotations
 from .. import evidence as ev
 from .. import tells as t
 from ..evidence import TriageEvidence, host_of
-from .base import (
-    Match,
-    Matcher,
-    exchanges_by_host,
-    settings_by_host,
-    where,
-)
+from .base import Match, Matcher, exchanges_by_host, settings_by_host, where
 from .deployment import dependency_down
 
 __all__ = ["MATCHERS"]

@@ -8,11 +8,7 @@ import time
 from .. import evidence as ev
 from .. import tells as t
 from ..evidence import TriageEvidence
-from .base import (
-    Match,
-    Matcher,
-    where,
-)
+from .base import Match, Matcher, where
 
 __all__ = ["MATCHERS", "REVOCATION_GRACE_S"]
 

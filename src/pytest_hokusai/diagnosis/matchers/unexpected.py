@@ -8,12 +8,7 @@ from __future__ import annotations
 from ...evidence import Exchange
 from .. import evidence as ev
 from ..evidence import TriageEvidence
-from .base import (
-    Match,
-    Matcher,
-    said,
-    where,
-)
+from .base import Match, Matcher, said, where
 
 __all__ = ["MATCHERS"]
 
