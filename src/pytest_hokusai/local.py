@@ -75,7 +75,8 @@ class LocalTarget:
     """Owns the run's local stack: starts it once, mints the run's keys, stops it."""
 
     def __init__(self, *, progress: Callable[[str], None] | None = None, wire: str | None = None,
-                 faults: tuple[str, ...] = (), state_file: Path | None = None) -> None:
+                 faults: tuple[str, ...] = (), state_file: Path | None = None,
+                 mlflow_python: Path | None = None) -> None:
         self._progress = progress
         self._state_file = state_file
         #: True when the run uses a stack started by ``hokusai-stack up`` (never stopped by the run)
@@ -86,6 +87,7 @@ class LocalTarget:
         self._stack: Any = None
         self._error: BaseException | None = None
         self._faults = faults
+        self._mlflow_python = mlflow_python  #: --hokusai-stack-mlflow-python (None: the default)
         self._thread: threading.Thread | None = None
         self._pending: list[str] = []
 
@@ -150,7 +152,8 @@ class LocalTarget:
         from .stack.stopped import without_process_faults
 
         # auth-stopped / mlflow-stopped stop a process: mint the keys first, then stop it (below)
-        context = start_stack(faults=without_process_faults(self._faults), progress=self._say)
+        context = start_stack(faults=without_process_faults(self._faults), progress=self._say,
+                              mlflow_python=self._mlflow_python)
         self._context = context
         stack = context.__enter__()
         self._stack = stack

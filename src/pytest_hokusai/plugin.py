@@ -82,6 +82,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.stash[KEYS_KEY] = keys
     workerinput = getattr(config, "workerinput", None)
+    if settings.is_local and workerinput is None:
+        from .stack.extra import stack_extra_problem  # a core install has no local stack
+
+        problem = stack_extra_problem("--hokusai-target=local",
+                                      server_elsewhere=settings.stack_mlflow_python is not None)
+        if problem:
+            raise pytest.UsageError(problem)
     run = HokusaiRun(settings, keys, workerinput=workerinput, progress=_progress_writer(config))
     config.stash[STATE_KEY] = run
     run.state.started_at = time.time()  # the JSON report's started_at / duration_s

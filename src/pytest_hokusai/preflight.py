@@ -16,7 +16,9 @@ from .state import Finding
 __all__ = ["SUPPORTED_MLFLOW", "key_usage_error", "mlflow_version_problem", "selects_live",
            "write_key_missing_reports"]
 
-SUPPORTED_MLFLOW = ((2, 9), (4, 0))  # [min, max) of the MLflow client versions the checks know
+#: [min, max) of the MLflow client versions the checks know: from 3.9 (the platform's server), no upper
+#: bound (client_version.MIN_MLFLOW, SUPPORTED_RANGE)
+SUPPORTED_MLFLOW = ((3, 9), None)
 
 
 def selects_live(config: pytest.Config) -> bool:
@@ -27,21 +29,9 @@ def selects_live(config: pytest.Config) -> bool:
 
 def mlflow_version_problem() -> str | None:
     """Why the installed MLflow client cannot run the checks, or ``None`` when it can."""
-    from importlib import metadata
+    from .client_version import mlflow_version_problem as problem  # reads mlflow or mlflow-skinny
 
-    try:
-        version = metadata.version("mlflow")
-    except metadata.PackageNotFoundError:
-        return "mlflow is not installed; install pytest-hokusai with its dependencies (pip install pytest-hokusai)"
-    try:
-        parts = tuple(int(p) for p in version.split(".")[:2])
-    except ValueError:
-        return None
-    low, high = SUPPORTED_MLFLOW
-    if not low <= parts < high:
-        return (f"the installed MLflow client {version} is not supported (need >= {low[0]}.{low[1]} and < "
-                f"{high[0]}.{high[1]}); install a supported one, e.g. pip install 'mlflow>=3.9,<3.12'")
-    return None
+    return problem()
 
 
 def _write_usage_error_verdict(run: HokusaiRun, settings: HokusaiSettings, finding: Finding) -> None:

@@ -328,7 +328,7 @@ def register_toy_model(
             client.log_batch(
                 reg.run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in toy.metrics.items()],
-                params=[Param(k, str(v)) for k, v in toy.params.items()],  # type: ignore[no-untyped-call]
+                params=[Param(k, str(v)) for k, v in toy.params.items()],  # type: ignore[no-untyped-call,unused-ignore]
             )
         created()
 

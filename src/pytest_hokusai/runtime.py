@@ -38,8 +38,10 @@ def environment_versions() -> dict[str, Any]:
     """Versions of the client-side parts, read from package metadata (no heavy imports)."""
     from importlib import metadata
 
-    versions: dict[str, Any] = {"python": sys.version.split()[0]}
-    for dist in ("mlflow", "scikit-learn", "pandas", "numpy", "requests", "pytest", "pytest-html"):
+    from .client_version import mlflow_client_version
+
+    versions: dict[str, Any] = {"python": sys.version.split()[0], "mlflow": mlflow_client_version()}
+    for dist in ("scikit-learn", "pandas", "numpy", "requests", "pytest", "pytest-html"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -65,7 +67,8 @@ class HokusaiRun:
             wire = (workerinput or {}).get(WORKERINPUT_KEY)
             faults = tuple(f for f in os.environ.get("HOKUSAI_STACK_FAULTS", "").split(",") if f)
             self.local = LocalTarget(progress=progress, wire=wire, faults=faults,
-                                     state_file=settings.stack_state_file)
+                                     state_file=settings.stack_state_file,
+                                     mlflow_python=settings.stack_mlflow_python)
         #: hosts that answered / did not, shared by every session of the run (connect/first-byte budget)
         self.reachability = HostReachability(settings.connect_timeout)
         self.triage: Any = None  #: TriageEvidence once triage ran

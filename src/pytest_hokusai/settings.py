@@ -97,6 +97,14 @@ def _parse_path(raw: str) -> Path:
     return Path(value).expanduser()
 
 
+def _parse_python(raw: str) -> Path:
+    path = _parse_path(raw)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ValueError("must be the path of an executable python in an environment with MLflow's server "
+                         "installed, e.g. /opt/mlflow-3.9/bin/python")
+    return path
+
+
 def _parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -261,6 +269,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("notify-url", "At the end of the run, POST the verdict and root cause to this webhook "
                 "(Slack-compatible JSON); a secret: shown masked", _parse_notify_url, None, metavar="URL",
                 secret=True),
+    # -- the local stack ---------------------------------------------------------------------------
+    SettingSpec("stack-mlflow-python", "With --hokusai-target=local: run the stack's MLflow server with this "
+                "Python, from another environment (e.g. the platform's mlflow==3.9.0 beside a newer client)",
+                _parse_python, None, metavar="PYTHON"),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}
 
@@ -298,6 +310,7 @@ class HokusaiSettings:
     accept: tuple[str, ...] = ()  #: diagnosis codes accepted as known issues (--hokusai-accept)
     report_issues: Path | None = None
     notify_url: SecretUrl | None = None
+    stack_mlflow_python: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

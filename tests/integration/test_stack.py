@@ -162,6 +162,32 @@ def test_mlflow_gets_a_minimal_env_and_the_platform_flags(monkeypatch: pytest.Mo
     assert "postgresql://u@h/db" in mlflow_command(port=1, data_dir=tmp_path, backend_store_uri="postgresql://u@h/db")
 
 
+def test_server_python_without_mlflow_is_refused_with_the_install_line(tmp_path: Path) -> None:
+    import re
+
+    from pytest_hokusai.stack.mlflow_server import find_server_python
+
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True, timeout=60)
+    python = tmp_path / "env" / "bin" / "python"
+    with pytest.raises(StackError, match=rf"has no MLflow server installed.*{re.escape(str(python))} -m pip "
+                                         r"install 'mlflow>=3\.9'"):
+        find_server_python(python)
+    # start_stack fails before it starts anything
+    with pytest.raises(StackError, match="has no MLflow server"), start_stack(data_dir=tmp_path / "data",
+                                                                              mlflow_python=python):
+        pass
+    assert not (tmp_path / "data" / "logs").exists()
+
+
+def test_server_python_given_explicitly_is_probed_for_its_mlflow() -> None:
+    from importlib import metadata
+
+    from pytest_hokusai.stack.mlflow_server import find_server_python
+
+    server = find_server_python(PY)
+    assert server.external and server.version == metadata.version("mlflow")
+
+
 ORPHANED_LAUNCHER = """
 import sys, time
 from pathlib import Path
@@ -207,18 +233,44 @@ def test_stack_urls_health_and_repr(stack: Stack) -> None:
     assert 0 < stack.startup_seconds < 60
 
 
-def test_mlflow_serves_rest_unprefixed_and_ui_under_static_prefix(stack: Stack) -> None:
-    """Contract fact 3: with --static-prefix /mlflow, MLflow <= 3.11 keeps /api/2.0 unprefixed."""
+def test_mlflow_layout_under_the_static_prefix(stack: Stack) -> None:
+    """Contract section 1: with --static-prefix /mlflow the UI, health and ajax-api are under /mlflow on
+    every version; MLflow <= 3.11 keeps /api/2.0 unprefixed, >= 3.12 prefixes it too. Whichever MLflow
+    runs the server (this environment's, or HOKUSAI_STACK_MLFLOW_PYTHON's), the stack knows where."""
+    from packaging.version import Version
+
+    assert stack.mlflow_version
+    prefixed = Version(stack.mlflow_version) >= Version("3.12")
     search = "/2.0/mlflow/experiments/search?max_results=1"
-    status, ctype, body = http("GET", stack.mlflow_url + "/api" + search)
+    rest, not_rest = ("/mlflow/api", "/api") if prefixed else ("/api", "/mlflow/api")
+    status, ctype, body = http("GET", stack.mlflow_url + rest + search)
     assert (status, ctype) == (200, "application/json")
     assert "experiments" in json.loads(body)
-    assert http("GET", stack.mlflow_url + "/mlflow/api" + search)[0] == 404
+    assert http("GET", stack.mlflow_url + not_rest + search)[0] == 404
+    assert stack.mlflow_rest_url == stack.mlflow_url + ("/mlflow" if prefixed else "")
     assert http("GET", stack.mlflow_url + "/mlflow/ajax-api" + search)[0] == 200
     assert http("GET", stack.mlflow_url + "/ajax-api" + search)[0] == 404
     assert http("GET", stack.mlflow_url + "/mlflow/health")[0] == 200
     # MLflow checks the Host header including its port, as on the platform.
-    assert http("GET", stack.mlflow_url + "/api" + search, headers={"Host": "registry.hokus.ai"})[0] == 403
+    assert http("GET", stack.mlflow_url + rest + search, headers={"Host": "registry.hokus.ai"})[0] == 403
+
+
+def test_platform_url_layout_on_any_mlflow(stack: Stack) -> None:
+    """The URLs clients see do not depend on the server's version: the tracking URI {api}/api/mlflow
+    reaches MLflow's REST API through the proxy, and the balancer's direct {api}/mlflow passes the path
+    to MLflow unchanged (so it answers exactly what MLflow answers at /mlflow/...)."""
+    key = stack.mint_key(scopes=("read",), name="test_stack layout key")
+    bearer = {"Authorization": f"Bearer {key.reveal()}"}
+    search = "/2.0/mlflow/experiments/search?max_results=1"
+    status, _, body = http("GET", stack.tracking_uri + "/api" + search, headers=bearer)
+    assert status == 200 and "experiments" in json.loads(body)
+    assert http("GET", stack.tracking_uri + "/api" + search)[0] == 401  # auth before routing
+    for path in ("/api" + search, "/ajax-api" + search, "/health"):
+        assert http("GET", stack.direct_mlflow_url + path)[0] == http("GET", stack.mlflow_url + "/mlflow" + path)[0]
+    assert http("GET", stack.direct_mlflow_url + "/ajax-api" + search)[0] == 200
+    assert http("GET", stack.api_url + "/api/health/mlflow")[0] == 200
+    handle = Stack.from_json(stack.to_json())
+    assert (handle.mlflow_version, handle.mlflow_rest_url) == (stack.mlflow_version, stack.mlflow_rest_url)
 
 
 def test_mint_and_revoke_keys(stack: Stack) -> None:

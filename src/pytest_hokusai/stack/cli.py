@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--env-file", type=Path, metavar="PATH",
                     help="Where to write the export lines, key included, mode 0600 "
                          "(default: hokusai-stack.env next to the state file)")
+    up.add_argument("--mlflow-python", metavar="PYTHON",
+                    help="Run the MLflow server with this Python (another environment, e.g. one with the "
+                    "platform's mlflow==3.9.0; default: env HOKUSAI_STACK_MLFLOW_PYTHON, else this one)")
 
     keys = sub.add_parser("keys", help="Create, list or revoke keys of a running stack")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -131,6 +134,11 @@ def _progress(message: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from .extra import stack_extra_problem
+
+    problem = stack_extra_problem(f"{PROG} up", server_elsewhere=bool(args.mlflow_python))
+    if problem:
+        raise _CliError(problem, code=2)
     from .launcher import launch_stack
     from .statefile import remove_state_file
 
@@ -151,7 +159,7 @@ def _up(args: argparse.Namespace) -> int:
         stack = launch_stack(  # a stopped part (auth-stopped, mlflow-stopped) stops after the key is minted
             data_dir=args.data_dir, faults=without_process_faults(faults), backend_store_uri=args.backend_store_uri,
             keystore_url=args.keystore_url, cache_ttl=args.cache_ttl, policy=args.policy,
-            startup_timeout=args.startup_timeout, progress=_progress,
+            startup_timeout=args.startup_timeout, progress=_progress, mlflow_python=args.mlflow_python,
         )
         state_file = _write_state(stack, args)
         key = stack.mint_key(scopes=("read", "write"), name="hokusai-stack up")
@@ -236,7 +244,7 @@ def _print_banner(stack: Any, state_file: Path, key: Any, env_file: Path) -> Non
         f"  auth service      {stack.auth_url}",
         f"  tracking URI      {stack.tracking_uri}",
         f"  direct MLflow     {stack.direct_mlflow_url}",
-        f"  MLflow upstream   {stack.mlflow_url}",
+        f"  MLflow upstream   {stack.mlflow_url} (MLflow {stack.mlflow_version}, REST at {stack.mlflow_rest_url})",
         f"  data dir          {stack.data_dir}",
         f"  state file        {state_file}",
         f"  API key           {key.masked} (read, write; in full only in the env file)",

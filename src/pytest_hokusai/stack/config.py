@@ -45,7 +45,9 @@ class ApiServiceConfig:
     """The API service: balancer routes, auth middleware and MLflow proxy."""
 
     auth_url: str  #: e.g. http://127.0.0.1:41234
-    mlflow_url: str  #: MLflow server root, e.g. http://127.0.0.1:41235 (static prefix /mlflow)
+    #: the proxy's upstream (the platform's MLFLOW_SERVER_URL): where MLflow serves api/2.0/..., the
+    #: server root up to MLflow 3.11, root + /mlflow from 3.12 (static prefix; stack/mlflow_server.py)
+    mlflow_url: str
     admin_token: str  #: guards /_stack/* control endpoints
     host: str = "127.0.0.1"
     port: int = 0
@@ -57,6 +59,8 @@ class ApiServiceConfig:
     unreachable_url: str = "http://127.0.0.1:9"  #: upstream used by the mlflow-unreachable fault
     faults: list[str] = field(default_factory=list)
     kind: str = "api"
+    #: the MLflow server root, the balancer's direct /mlflow target ("" = mlflow_url)
+    mlflow_root_url: str = ""
 
 
 def dump_service_config(config: AuthServiceConfig | ApiServiceConfig) -> str:

@@ -47,7 +47,7 @@ from .config import (
     dump_service_config,
 )
 from .faults import check_faults
-from .mlflow_server import STATIC_PREFIX, mlflow_ready_check, start_mlflow
+from .mlflow_server import STATIC_PREFIX, find_server_python, mlflow_ready_check, start_mlflow
 from .process import ManagedProcess, free_port, http_ok, minimal_env, start_watchdog, wait_all_ready
 from .serve import PARENT_PID_ENV
 
@@ -65,7 +65,9 @@ class Stack:
     Attributes: ``api_url``, ``auth_url``, ``mlflow_url`` (the MLflow root, the proxy's
     upstream), ``tracking_uri`` (``api_url + "/api/mlflow"``), ``direct_mlflow_url``
     (``api_url + "/mlflow"``, the balancer's route straight to MLflow), ``admin_token`` (kept out
-    of ``repr``), ``data_dir`` and ``faults``.
+    of ``repr``), ``data_dir`` and ``faults``; ``mlflow_version`` (the server's MLflow) and
+    ``mlflow_rest_url`` (where the proxy sends ``api/2.0/...``: the root up to MLflow 3.11,
+    ``root + /mlflow`` from 3.12 on; see :mod:`.mlflow_server`).
     """
 
     def __init__(
@@ -80,6 +82,8 @@ class Stack:
         service_id: str = "platform",
         processes: Sequence[ManagedProcess] = (),
         owns_data_dir: bool = False,
+        mlflow_version: str | None = None,
+        mlflow_rest_url: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
@@ -88,6 +92,8 @@ class Stack:
         self.data_dir = Path(data_dir)
         self.faults: tuple[str, ...] = tuple(faults)
         self.service_id = service_id
+        self.mlflow_version = mlflow_version
+        self.mlflow_rest_url = (mlflow_rest_url or mlflow_url).rstrip("/")
         self._processes: list[ManagedProcess] = list(processes)
         self._owns_data_dir = owns_data_dir
         self._key_ids: dict[str, str] = {}  # Secret.fingerprint -> key_id
@@ -252,6 +258,7 @@ class Stack:
             "api_url": self.api_url, "auth_url": self.auth_url, "mlflow_url": self.mlflow_url,
             "admin_token": self.admin_token, "data_dir": str(self.data_dir),
             "faults": list(self.faults), "service_id": self.service_id, "launcher_pid": os.getpid(),
+            "mlflow_version": self.mlflow_version, "mlflow_rest_url": self.mlflow_rest_url,
         })
 
     @classmethod
@@ -260,7 +267,8 @@ class Stack:
         data = json.loads(text)
         return cls(api_url=data["api_url"], auth_url=data["auth_url"], mlflow_url=data["mlflow_url"],
                    admin_token=data["admin_token"], data_dir=Path(data["data_dir"]),
-                   faults=data.get("faults", ()), service_id=data.get("service_id", "platform"))
+                   faults=data.get("faults", ()), service_id=data.get("service_id", "platform"),
+                   mlflow_version=data.get("mlflow_version"), mlflow_rest_url=data.get("mlflow_rest_url"))
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {self.admin_token}", STACK_TOKEN_HEADER: self.admin_token}
@@ -291,6 +299,7 @@ def launch_stack(
     service_id: str = "platform",
     startup_timeout: float = 60.0,
     progress: Progress | None = None,
+    mlflow_python: str | Path | None = None,
 ) -> Stack:
     """Start the stack and return it once healthy; the caller must call :meth:`Stack.stop`.
 
@@ -300,6 +309,7 @@ def launch_stack(
     backend_store_uri, keystore_url = pg_driver_url(backend_store_uri), pg_driver_url(keystore_url)
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    server = find_server_python(mlflow_python)  # before anything starts: a missing server is a clear error
     started = time.monotonic()
     owns = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="hokusai-stack-")) if data_dir is None else Path(data_dir).resolve()
@@ -308,15 +318,17 @@ def launch_stack(
     ports = _distinct_free_ports(4)
     mlflow_url, auth_url, api_url = (f"http://127.0.0.1:{p}" for p in ports[:3])
     stack = Stack(api_url=api_url, auth_url=auth_url, mlflow_url=mlflow_url, admin_token=admin_token,
-                  data_dir=root, faults=fault_names, service_id=service_id, owns_data_dir=owns)
+                  data_dir=root, faults=fault_names, service_id=service_id, owns_data_dir=owns,
+                  mlflow_version=server.version, mlflow_rest_url=mlflow_url + server.rest_prefix)
     say = progress or (lambda _msg: None)
 
     def ready(proc: ManagedProcess, seconds: float) -> None:
         stack.ready_times[proc.name] = seconds
-        say(f"{proc.name} ready in {seconds:.1f} s")
+        where = f" (MLflow {server.version}{', from ' + server.executable if server.external else ''})"
+        say(f"{proc.name} ready in {seconds:.1f} s{where if proc is mlflow else ''}")
 
     try:
-        mlflow = start_mlflow(port=ports[0], data_dir=root, backend_store_uri=backend_store_uri)
+        mlflow = start_mlflow(port=ports[0], data_dir=root, backend_store_uri=backend_store_uri, server=server)
         stack._processes.append(mlflow)
         auth_config = AuthServiceConfig(
             db_url=keystore_url or f"sqlite:///{root / 'keys.db'}", admin_token=admin_token,
@@ -328,7 +340,8 @@ def launch_stack(
         wait_all_ready([(auth, _health(auth_url, admin_token)), (mlflow, mlflow_ready_check(mlflow_url))],
                        startup_timeout, since=started, on_ready=ready)
         api_config = ApiServiceConfig(
-            auth_url=auth_url, mlflow_url=mlflow_url, admin_token=admin_token, port=ports[2],
+            auth_url=auth_url, mlflow_url=stack.mlflow_rest_url, mlflow_root_url=mlflow_url,
+            admin_token=admin_token, port=ports[2],
             service_id=service_id, cache_ttl=cache_ttl, policy=policy,
             unreachable_url=f"http://127.0.0.1:{ports[3]}", faults=list(fault_names),
         )
@@ -360,6 +373,7 @@ def start_stack(
     service_id: str = "platform",
     startup_timeout: float = 60.0,
     progress: Progress | None = None,
+    mlflow_python: str | Path | None = None,
 ) -> Iterator[Stack]:
     """Start the local stack, yield it when healthy, stop everything on exit.
 
@@ -370,6 +384,8 @@ def start_stack(
     (SQLAlchemy URL, default SQLite). ``cache_ttl``, ``policy``, ``service_id``: the API
     service's validation cache, authorization policy and the service_id it validates with.
     ``startup_timeout``: seconds for the whole start. ``progress``: called with one line per part.
+    ``mlflow_python``: the Python whose ``mlflow server`` runs (another environment, e.g. one with
+    the platform's MLflow 3.9.0); default ``$HOKUSAI_STACK_MLFLOW_PYTHON``, else this interpreter.
 
     Raises :class:`~pytest_hokusai.errors.StackError` (with the failing child's log tail) if the
     stack cannot start; nothing is left running then.
@@ -377,7 +393,7 @@ def start_stack(
     stack = launch_stack(
         data_dir=data_dir, faults=faults, backend_store_uri=backend_store_uri, keystore_url=keystore_url,
         cache_ttl=cache_ttl, policy=policy, service_id=service_id, startup_timeout=startup_timeout,
-        progress=progress,
+        progress=progress, mlflow_python=mlflow_python,
     )
     try:
         yield stack

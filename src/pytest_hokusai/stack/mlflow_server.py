@@ -3,7 +3,17 @@
 Like the platform (contract sections 1, 5 and 9) it runs with ``--static-prefix /mlflow`` and
 ``--serve-artifacts``. With MLflow <= 3.11 that puts the UI, ``/mlflow/health`` and
 ``/mlflow/ajax-api/2.0/...`` under the prefix while the REST API stays at unprefixed
-``/api/2.0/mlflow/...`` (checked against 3.11.1 by ``tests/integration/test_stack.py``).
+``/api/2.0/mlflow/...``. From 3.12 on, MLflow prefixes the REST routes too
+(``/mlflow/api/2.0/mlflow/...``; contract section 1, "Path translation"). The stack keeps the
+platform's URL layout either way: the API service's proxy target (the platform's
+``MLFLOW_SERVER_URL``) is the MLflow root for <= 3.11 and ``root + /mlflow`` for >= 3.12
+(:attr:`ServerPython.rest_prefix`), while the balancer's direct ``/mlflow`` route always goes to
+the root with the path unchanged. ``tests/integration/test_stack.py`` checks both layouts.
+
+The server can run from another Python environment (:func:`find_server_python`; the
+``HOKUSAI_STACK_MLFLOW_PYTHON`` variable, ``hokusai-stack up --mlflow-python``,
+``start_stack(mlflow_python=...)``, ``--hokusai-stack-mlflow-python``), so that the user's MLflow
+client can be paired with the platform's server version (3.9.0) whatever client is installed.
 
 Startup cost: by default MLflow 3.x starts a job-execution subsystem and 4 workers (about eleven
 processes, 1.5 GB, 20+ s). With ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` and one worker it is
@@ -12,22 +22,110 @@ two processes (the ``mlflow`` CLI and one uvicorn worker) and about 8 s on two c
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
+from ..errors import StackError
 from .process import ManagedProcess, http_ok, minimal_env
 
 __all__ = [
+    "REST_PREFIXED_SINCE",
+    "SERVER_PYTHON_ENV",
+    "STACK_INSTALL",
     "STATIC_PREFIX",
+    "ServerPython",
+    "find_server_python",
     "mlflow_command",
     "mlflow_env",
     "mlflow_ready_check",
+    "rest_prefix_for",
     "start_mlflow",
 ]
 
 #: The platform's MLflow static prefix (``mlflow server --static-prefix /mlflow``).
 STATIC_PREFIX = "/mlflow"
+#: The first MLflow whose ``--static-prefix`` also prefixes the REST routes (checked in the wheels).
+REST_PREFIXED_SINCE = (3, 12)
+#: The Python whose ``mlflow server`` the stack runs (default: this interpreter).
+SERVER_PYTHON_ENV = "HOKUSAI_STACK_MLFLOW_PYTHON"
+#: What installs the stack's parts (the MLflow server, FastAPI, uvicorn, httpx, SQLAlchemy).
+STACK_INSTALL = "pip install 'pytest-hokusai[stack]'"
+_PROBE_TIMEOUT_S = 60.0
+# Run by the other environment's interpreter: the version of its *full* MLflow (mlflow-skinny
+# alone has no server), without importing mlflow (seconds).
+_VERSION_SCRIPT = (
+    "import importlib.metadata as m\n"
+    "try:\n    print(m.version('mlflow'))\n"
+    "except m.PackageNotFoundError:\n    print('')\n"
+)
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    """``"3.12.0rc1"`` -> ``(3, 12)``; an unreadable version counts as the newest layout."""
+    match = re.match(r"\s*(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (sys.maxsize, 0)
+
+
+def rest_prefix_for(version: str) -> str:
+    """Where MLflow ``version`` serves ``api/2.0/...`` under ``--static-prefix /mlflow``:
+    ``""`` (the root) up to 3.11, ``"/mlflow"`` from 3.12 on."""
+    return STATIC_PREFIX if _version_tuple(version) >= REST_PREFIXED_SINCE else ""
+
+
+@dataclass(frozen=True)
+class ServerPython:
+    """The interpreter that runs ``mlflow server`` and the MLflow version installed there."""
+
+    executable: str
+    version: str
+    external: bool = False  #: another environment than the one running the stack
+
+    @property
+    def rest_prefix(self) -> str:
+        """``""`` or ``"/mlflow"``: see :func:`rest_prefix_for`."""
+        return rest_prefix_for(self.version)
+
+
+def find_server_python(python: str | Path | None = None) -> ServerPython:
+    """The interpreter for the MLflow server: ``python``, else ``$HOKUSAI_STACK_MLFLOW_PYTHON``,
+    else this one; with the MLflow version installed there.
+
+    Raises :class:`StackError` naming the fix when that interpreter is missing or has no MLflow
+    server (``mlflow-skinny`` alone, as in the core install, has none).
+    """
+    chosen = str(python) if python else os.environ.get(SERVER_PYTHON_ENV, "").strip()
+    if not chosen:
+        try:
+            version = metadata.version("mlflow")
+        except metadata.PackageNotFoundError:
+            raise StackError(
+                "the MLflow server is not installed in this environment (the core install has only the "
+                f"MLflow client): {STACK_INSTALL}, or run the server from another environment with "
+                f"{SERVER_PYTHON_ENV}=/path/to/that/env/bin/python (hokusai-stack up --mlflow-python, "
+                "--hokusai-stack-mlflow-python)"
+            ) from None
+        return ServerPython(sys.executable, version)
+    path = Path(chosen).expanduser()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise StackError(f"the MLflow server's Python {str(path)!r} is not an executable file; give the path "
+                         "of a python in an environment with MLflow installed (e.g. /opt/mlflow-3.9/bin/python)")
+    try:
+        done = subprocess.run([str(path), "-c", _VERSION_SCRIPT], capture_output=True, text=True,
+                              timeout=_PROBE_TIMEOUT_S, env=_server_env(external=True), check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"the MLflow server's Python {str(path)!r} could not be run: {exc}") from None
+    version = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+    if not version:
+        detail = f" ({done.stderr.strip().splitlines()[-1]})" if done.returncode and done.stderr.strip() else ""
+        raise StackError(f"the Python {str(path)!r} has no MLflow server installed{detail}; install it there "
+                         f"with {path} -m pip install 'mlflow>=3.9'")
+    return ServerPython(str(path), version, external=True)
 
 
 def default_backend_store_uri(data_dir: Path) -> str:
@@ -42,8 +140,10 @@ def mlflow_command(
     backend_store_uri: str | None = None,
     host: str = "127.0.0.1",
     workers: int = 1,
+    python: str | None = None,
 ) -> list[str]:
-    """The ``mlflow server`` argv: this interpreter's MLflow, one worker, static prefix, artifacts.
+    """The ``mlflow server`` argv: ``python``'s MLflow (default this interpreter's), one worker,
+    static prefix, artifacts.
 
     ``backend_store_uri`` is any SQLAlchemy URL (``postgresql://...``); default SQLite in
     ``data_dir``. Artifacts go to ``data_dir/artifacts``, served through the tracking server.
@@ -52,7 +152,7 @@ def mlflow_command(
     """
     data_dir = Path(data_dir).resolve()
     return [
-        sys.executable, "-m", "mlflow", "server",
+        python or sys.executable, "-m", "mlflow", "server",
         "--host", host,
         "--port", str(port),
         "--workers", str(workers),
@@ -64,14 +164,26 @@ def mlflow_command(
     ]
 
 
-def mlflow_env() -> dict[str, str]:
-    """Minimal env for the server: no ``MLFLOW_*`` from the caller, job execution off."""
-    return minimal_env({
+def mlflow_env(*, external: bool = False) -> dict[str, str]:
+    """Minimal env for the server: no ``MLFLOW_*`` from the caller, job execution off.
+
+    ``external``: the server runs from another environment, which must not see this one's
+    ``PYTHONPATH`` or ``VIRTUAL_ENV``.
+    """
+    return _server_env(external=external)
+
+
+def _server_env(*, external: bool) -> dict[str, str]:
+    env = minimal_env({
         # With job execution on, MLflow 3.x starts huey consumers and extra workers.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         # Quieter logs; keep warnings so a failing start shows its reason in the log tail.
         "MLFLOW_LOGGING_LEVEL": "WARNING",
     })
+    if external:
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+    return env
 
 
 def mlflow_ready_check(url: str, timeout: float = 2.0) -> Callable[[], bool]:
@@ -86,15 +198,20 @@ def start_mlflow(
     data_dir: Path,
     backend_store_uri: str | None = None,
     name: str = "MLflow",
+    server: ServerPython | None = None,
 ) -> ManagedProcess:
-    """Start (not wait for) the MLflow server; its log is ``data_dir/logs/mlflow.log``."""
+    """Start (not wait for) the MLflow server; its log is ``data_dir/logs/mlflow.log``.
+
+    ``server``: the interpreter to run it with (:func:`find_server_python`; default this one).
+    """
     data_dir = Path(data_dir)
     (data_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     proc = ManagedProcess(
         name,
-        mlflow_command(port=port, data_dir=data_dir, backend_store_uri=backend_store_uri),
+        mlflow_command(port=port, data_dir=data_dir, backend_store_uri=backend_store_uri,
+                       python=server.executable if server else None),
         log_path=data_dir / "logs" / "mlflow.log",
-        env=mlflow_env(),
+        env=mlflow_env(external=bool(server and server.external)),
         cwd=data_dir,
     )
     return proc.start()

@@ -265,7 +265,8 @@ async def proxy_direct(runtime: ApiRuntime, scope: Scope, receive: Receive) -> R
     if "strip-auth" in runtime.faults and gateway_denies(request.method, scope["path"], headers):
         return JSONResponse({"detail": "API key required"}, status_code=401)
     raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
-    url = _url(runtime.config.mlflow_url, raw_path.decode("latin-1").lstrip("/"), scope["query_string"])
+    root = runtime.config.mlflow_root_url or runtime.config.mlflow_url
+    url = _url(root, raw_path.decode("latin-1").lstrip("/"), scope["query_string"])
     runtime.stats["direct_mlflow_requests"] += 1
     try:
         upstream = await _open(runtime, request, url, headers)
