@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import TRACKER, loadavg
 
-ORDER = ["import", "proxy", "upload", "registration", "verdict", "notify"]
+ORDER = ["import", "proxy", "upload", "registration", "verdict", "notify", "install"]
 RESULTS = HERE / "RESULTS.md"
 _BEGIN = "<!-- bench:{} begin -->"
 _END = "<!-- bench:{} end -->"

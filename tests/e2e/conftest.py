@@ -194,9 +194,10 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
             expect_report: bool = True, hokusai_timeout: float | None = RUN_TIMEOUT_S,
             timeout: float = SUBPROCESS_TIMEOUT_S, ini: str = PYTEST_INI) -> LiveRun:
         pytester.makefile(".ini", pytest=ini)
-        _clean_environment(monkeypatch)
         environ: dict[str, str | None] = {}
         if use_stack:
+            # before the environment is cleaned: the session stack may start now, and reads
+            # HOKUSAI_STACK_MLFLOW_PYTHON (CI runs the e2e tests on MLflow 3.9.0's server that way)
             stack: Stack = request.getfixturevalue("e2e_stack")
             keys: E2EKeys = request.getfixturevalue("e2e_keys")
             api_url = api_url or stack.api_url
@@ -206,6 +207,7 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
                 stack.set_faults(faults)
         else:
             assert faults is None, "faults need the stack"
+        _clean_environment(monkeypatch)
         environ.update(env or {})
         for name, value in environ.items():
             if value is None:
