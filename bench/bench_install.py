@@ -80,6 +80,19 @@ def _disk_bytes(root: Path) -> int:
     return total
 
 
+def _largest(site: Path, n: int = 10) -> list[tuple[str, float]]:
+    """The ``n`` largest distributions in ``site``, MB from their RECORD files' sizes."""
+    sizes: list[tuple[str, float]] = []
+    for record in site.glob("*.dist-info/RECORD"):
+        total = 0
+        for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.rsplit(",", 2)
+            if len(parts) == 3 and parts[2].isdigit():
+                total += int(parts[2])
+        sizes.append((record.parent.name.split("-")[0], total / 1e6))
+    return sorted(sizes, key=lambda item: -item[1])[:n]
+
+
 def _site_packages(venv: Path) -> Path:
     return next((venv / "lib").glob("python3*/site-packages"))
 
@@ -102,6 +115,7 @@ def _measure(label: str, specs: list[str], cache: Path, work: Path) -> dict[str,
     seconds = time.perf_counter() - started
     dists = _dists(python) - bare_dists
     added = _disk_bytes(_site_packages(venv)) - bare_bytes
+    largest = _largest(_site_packages(venv))
     mlflow = next((d for d in ("mlflow", "mlflow-skinny") if d in dists), None)
     version = ""
     if mlflow:
@@ -110,7 +124,7 @@ def _measure(label: str, specs: list[str], cache: Path, work: Path) -> dict[str,
                        "")
     shutil.rmtree(venv, ignore_errors=True)
     return {"label": label, "packages": len(dists), "mb": added / 1e6, "seconds": seconds, "load1": load,
-            "mlflow": f"{mlflow} {version}" if mlflow else "-", "heavy": sorted(
+            "largest": largest, "mlflow": f"{mlflow} {version}" if mlflow else "-", "heavy": sorted(
                 d for d in dists if d in ("mlflow", "pyarrow", "scipy", "matplotlib", "fastapi", "flask",
                                           "sqlalchemy", "uvicorn", "httpx", "alembic", "gunicorn"))}
 
@@ -148,6 +162,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "rows": [[r["label"], r["packages"], fmt(r["mb"], 0), fmt(r["seconds"], 1), fmt(r["load1"]), r["mlflow"],
                   ", ".join(r["heavy"]) or "-"] for r in rows],
     })
+    res["tables"].append({
+        "title": "the core's largest distributions (MB, from RECORD)",
+        "columns": ["distribution", "MB"],
+        "rows": [[name, fmt(mb, 0)] for name, mb in by["core"]["largest"]],
+    })
     base = by.get("before")
     base_mb = base["mb"] if base else float(ISSUE_BEFORE["mb"])
     core = by["core"]
@@ -161,6 +180,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     res["targets"].append(target("core install time from local wheels", "info",
                                  f"{fmt(core['seconds'], 1)} s (full: {fmt(by['full']['seconds'], 1)} s)", None))
     res["metrics"] = {f"{r['label']}_{k}": r[k] for r in rows for k in ("packages", "mb", "seconds")}
+    science = sum(mb for name, mb in core["largest"] if name in ("scipy", "numpy", "pandas", "scikit_learn"))
+    res["notes"].append(f"scipy (scikit-learn's dependency), numpy, pandas and scikit-learn alone are {science:.0f} MB "
+                        f"({science * 1e6 / (base_mb * 1e6) * 100:.0f} % of before): the toy model, its signature and "
+                        "loading it back need them, so half the size is out of reach without dropping one of them.")
     res["notes"].append(f"The issue measured the plain install before the split at {ISSUE_BEFORE['packages']} "
                         f"packages / {ISSUE_BEFORE['mb']} MB.")
     return res

@@ -500,3 +500,9 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert no_state.returncode == 2 and "--state-file" in no_state.stderr
     table = _cli("faults", env=env)
     assert table.returncode == 0 and "wrong-service-id" in table.stdout and "SERVICE_ID_REJECTED" in table.stdout
+    missing = tmp_path / "no-such-env" / "bin" / "python"
+    other = _cli("up", "--mlflow-python", str(missing), "--data-dir", str(tmp_path / "d"), env=env)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert f"the MLflow server's Python '{missing}' is not an executable file" in other.stderr
+    from_env = _cli("up", "--data-dir", str(tmp_path / "d"), env={**env, "HOKUSAI_STACK_MLFLOW_PYTHON": str(missing)})
+    assert from_env.returncode == 1 and str(missing) in from_env.stderr

@@ -108,11 +108,9 @@ def test_core_install_is_told_the_install_line(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_server_elsewhere_needs_no_local_mlflow_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(SERVER_PYTHON_ENV, raising=False)
     _without(monkeypatch, set(), mlflow=False)
     assert extra.missing_stack_parts(server_elsewhere=True) == []
-    monkeypatch.setenv(SERVER_PYTHON_ENV, sys.executable)
-    assert extra.missing_stack_parts() == []
+    assert extra.missing_stack_parts() != []
 
 
 # -- the setting ------------------------------------------------------------------------------

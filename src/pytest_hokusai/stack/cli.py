@@ -136,7 +136,9 @@ def _progress(message: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     from .extra import stack_extra_problem
 
-    problem = stack_extra_problem(f"{PROG} up", server_elsewhere=bool(args.mlflow_python))
+    # the other environment's python: the option, else the variable start_stack() also reads
+    mlflow_python = args.mlflow_python or os.environ.get("HOKUSAI_STACK_MLFLOW_PYTHON", "").strip() or None
+    problem = stack_extra_problem(f"{PROG} up", server_elsewhere=mlflow_python is not None)
     if problem:
         raise _CliError(problem, code=2)
     from .launcher import launch_stack
@@ -159,7 +161,7 @@ def _up(args: argparse.Namespace) -> int:
         stack = launch_stack(  # a stopped part (auth-stopped, mlflow-stopped) stops after the key is minted
             data_dir=args.data_dir, faults=without_process_faults(faults), backend_store_uri=args.backend_store_uri,
             keystore_url=args.keystore_url, cache_ttl=args.cache_ttl, policy=args.policy,
-            startup_timeout=args.startup_timeout, progress=_progress, mlflow_python=args.mlflow_python,
+            startup_timeout=args.startup_timeout, progress=_progress, mlflow_python=mlflow_python,
         )
         state_file = _write_state(stack, args)
         key = stack.mint_key(scopes=("read", "write"), name="hokusai-stack up")

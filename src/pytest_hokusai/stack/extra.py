@@ -9,7 +9,6 @@ instead of an ImportError from a child process.
 
 from __future__ import annotations
 
-import os
 from importlib import metadata
 from importlib.util import find_spec
 
@@ -24,17 +23,17 @@ STACK_MODULES = {
     "sqlalchemy": "sqlalchemy",
     "filelock": "filelock",
 }
-_SERVER_PYTHON_ENV = "HOKUSAI_STACK_MLFLOW_PYTHON"  # = mlflow_server.SERVER_PYTHON_ENV (not imported: cheap)
 
 
 def missing_stack_parts(*, server_elsewhere: bool = False) -> list[str]:
     """Distributions of the ``[stack]`` extra that are not installed here.
 
     The full ``mlflow`` (its server) is needed here only when the MLflow server does not run from
-    another environment (``server_elsewhere``, or ``HOKUSAI_STACK_MLFLOW_PYTHON`` set).
+    another environment (``server_elsewhere``: ``--hokusai-stack-mlflow-python`` or
+    ``hokusai-stack up --mlflow-python`` / ``HOKUSAI_STACK_MLFLOW_PYTHON`` is set).
     """
     missing = [dist for module, dist in STACK_MODULES.items() if find_spec(module) is None]
-    if not server_elsewhere and not os.environ.get(_SERVER_PYTHON_ENV, "").strip():
+    if not server_elsewhere:
         try:
             metadata.version("mlflow")
         except metadata.PackageNotFoundError:
