@@ -32,12 +32,12 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import StackError
+from .extra import STACK_INSTALL
 from .process import ManagedProcess, http_ok, minimal_env
 
 __all__ = [
     "REST_PREFIXED_SINCE",
     "SERVER_PYTHON_ENV",
-    "STACK_INSTALL",
     "STATIC_PREFIX",
     "ServerPython",
     "find_server_python",
@@ -54,8 +54,6 @@ STATIC_PREFIX = "/mlflow"
 REST_PREFIXED_SINCE = (3, 12)
 #: The Python whose ``mlflow server`` the stack runs (default: this interpreter).
 SERVER_PYTHON_ENV = "HOKUSAI_STACK_MLFLOW_PYTHON"
-#: What installs the stack's parts (the MLflow server, FastAPI, uvicorn, httpx, SQLAlchemy).
-STACK_INSTALL = "pip install 'pytest-hokusai[stack]'"
 _PROBE_TIMEOUT_S = 60.0
 # Run by the other environment's interpreter: the version of its *full* MLflow (mlflow-skinny
 # alone has no server), without importing mlflow (seconds).
