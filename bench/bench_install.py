@@ -81,15 +81,21 @@ def _disk_bytes(root: Path) -> int:
 
 
 def _largest(site: Path, n: int = 10) -> list[tuple[str, float]]:
-    """The ``n`` largest distributions in ``site``, MB from their RECORD files' sizes."""
+    """The ``n`` largest distributions pip added to ``site``: MB on disk of the files in their RECORD
+    (compiled ``.pyc`` files included), pip and setuptools left out."""
     sizes: list[tuple[str, float]] = []
     for record in site.glob("*.dist-info/RECORD"):
+        name = record.parent.name.split("-")[0]
+        if name in ("pip", "setuptools"):
+            continue
         total = 0
         for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
-            parts = line.rsplit(",", 2)
-            if len(parts) == 3 and parts[2].isdigit():
-                total += int(parts[2])
-        sizes.append((record.parent.name.split("-")[0], total / 1e6))
+            path = line.rsplit(",", 2)[0]
+            try:
+                total += os.lstat(site / path).st_blocks * 512
+            except OSError:
+                continue
+        sizes.append((name, total / 1e6))
     return sorted(sizes, key=lambda item: -item[1])[:n]
 
 
@@ -163,7 +169,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                   ", ".join(r["heavy"]) or "-"] for r in rows],
     })
     res["tables"].append({
-        "title": "the core's largest distributions (MB, from RECORD)",
+        "title": "the core's largest distributions (MB on disk, files in their RECORD)",
         "columns": ["distribution", "MB"],
         "rows": [[name, fmt(mb, 0)] for name, mb in by["core"]["largest"]],
     })
