@@ -142,8 +142,11 @@ def _mlflow_unreachable(e: TriageEvidence) -> Match | None:
 
 
 def _path_mismatch(e: TriageEvidence) -> Match | None:
+    # The error_code, not any mention: MLflow >= 3.1x adds "error_class": "RESOURCE_NOT_FOUND" to every
+    # entity-level 404 (RESOURCE_DOES_NOT_EXIST, e.g. a registered model that was never created).
     bad = next((x for x in keyed_tracking(e) if not t.is_artifact(x) and x.status == 404
-                and (t.body_has(x, "RESOURCE_NOT_FOUND") or t.is_html(x))), None)
+                and (t.body_has(x, '"error_code":"RESOURCE_NOT_FOUND"', '"error_code": "RESOURCE_NOT_FOUND"')
+                     or t.is_html(x))), None)
     if bad is None:
         return artifact_path_untranslated(e)
     message = t.detail(bad, 200)
