@@ -3,7 +3,8 @@
 One local stack. For each concurrency level C and each path (proxy with the key, direct to
 MLflow) one fresh registered model is created; C threads, each with its own stock
 ``mlflow.MlflowClient``, then register versions of that SAME model concurrently
-(``create_model_version`` with a small ``mlflow-artifacts:/`` source; the stock client also waits
+(``create_model_version`` with a small placeholder ``s3://`` source (MLflow >= 3.1x refuses an
+``mlflow-artifacts:`` one without the run that holds it); the stock client also waits
 for the version to be READY, i.e. one extra GET). Registering into one model is the contended
 case: MLflow must hand out version numbers 1..N without gaps or duplicates, which is checked
 afterwards (search through MLflow directly). The two paths are interleaved per level (order
@@ -70,7 +71,7 @@ def _burst(uri: str, model: str, clients: int, per_client: int) -> dict[str, Any
         for j in range(per_client):
             start = time.perf_counter()
             try:
-                mv = client.create_model_version(model, source=f"mlflow-artifacts:/bench/{model}/{i}-{j}")
+                mv = client.create_model_version(model, source=f"s3://hokusai-bench-placeholder/{model}/{i}-{j}")
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(f"{type(exc).__name__}: {str(exc)[:160]}")
@@ -131,7 +132,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     result["method"] = [
         (f"Per level C and path: one new registered model, then C threads (own stock `MlflowClient` each) "
         f"register {total_ops} versions of it in total ({total_ops}//C each) with `create_model_version` "
-        "(small `mlflow-artifacts:/` source; the stock client then polls the version once until READY)."),
+        "(small placeholder `s3://` source; the stock client then polls the version once until READY)."),
         ("Throughput = registrations / wall time from the start barrier to the last thread done; latency = "
         "per call as seen by the client. Proxy and direct interleaved per level (order alternates)."),
         ("Lost-version check: MLflow's stored versions of each model must be exactly 1..N (N = calls that "

@@ -73,8 +73,10 @@ REQUEST_NAMES: Mapping[str, tuple[str, ...]] = {
     "read": ("proxy experiments/search",),
     "register": ("proxy register model", "proxy delete model"),
 }
-#: The artifact location recorded on each model version (never read: no artifact is uploaded).
-MODEL_SOURCE = "mlflow-artifacts:/locust/model"
+#: The artifact location recorded on each model version (never read: no artifact is uploaded). An s3 URI,
+#: like the platform's artifact root: MLflow >= 3.1x refuses an ``mlflow-artifacts:`` source unless a
+#: run_id that contains it comes along (3.9.0 took it), and no run is created here.
+MODEL_SOURCE = "s3://hokusai-locust-placeholder/artifacts/locust/model"
 EXCERPT_CHARS = 160
 
 log = logging.getLogger("pytest_hokusai.locust")
