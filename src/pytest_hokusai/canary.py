@@ -50,8 +50,10 @@ CANARY_MODELS: dict[str, str] = {
     purpose: f"{CANARY_PREFIX}-{purpose}"
     for purpose in ("registration", "perf", "proxy", "concurrency", "triage", "readonly", "sdk", "sdk-cli")
 }
-#: The model-version source of versions that carry no real model (the proxy check's).
-CANARY_SOURCE = "mlflow-artifacts:/hokusai-canary/model"
+#: The model-version source of versions that carry no real model (the proxy check's). Never read. An
+#: s3 URI like the platform's artifact root: MLflow >= 3.1x refuses an ``mlflow-artifacts:`` source
+#: unless the run that holds it comes along (3.9.0 took it); both take this one.
+CANARY_SOURCE = "s3://hokusai-canary-placeholder/model"
 DESCRIPTION = "pytest-hokusai canary: new versions on every run; safe to delete"
 _NAME = re.compile(rf"^{CANARY_PREFIX}-[a-z]+(-[a-z]+)*(-m\d+)?$")
 
