@@ -164,6 +164,8 @@ def e2e_stack(stack: Stack) -> Iterator[Stack]:
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset every variable the plugin or the MLflow client reads, so the caller's shell cannot leak in."""
     for name in list(os.environ):
+        if name == "HOKUSAI_STACK_MLFLOW_PYTHON":
+            continue  # which MLflow server this test run's stacks use (CI: the platform's 3.9.0)
         # GITHUB_*: under GitHub Actions a run would append to this job's summary and annotate it
         if name.startswith(("HOKUSAI_", "MLFLOW_", "GITHUB_")) or name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):
             monkeypatch.delenv(name, raising=False)
