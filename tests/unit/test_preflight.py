@@ -63,6 +63,7 @@ def test_unsupported_mlflow_stops_a_live_run(pytester, monkeypatch):
     )
     pytester.makepyfile("import pytest\n@pytest.mark.live\ndef test_x():\n    pass\n")
     monkeypatch.setenv("HOKUSAI_API_KEY", "hk_live_" + "M" * 32)
-    result = pytester.runpytest("-m", "live", "-p", "no:cacheprovider")
+    # in a subprocess: the conftest patches importlib.metadata for the whole process
+    result = pytester.runpytest_subprocess("-m", "live", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*MLflow client 3.8.1 is not supported*3.9 or newer*"])
