@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations only, never imported at run time
+    from typing_extensions import Self
 
 from .errors import KeyFormatError
 
@@ -89,7 +92,62 @@ def redact(text: str) -> str:
     return text
 
 
-class Secret:
+class _MaskedValue:
+    """A value that is a credential: every view of it is the masked form; only :meth:`reveal` gives
+    the raw value. Shared by :class:`Secret` (an API key) and :class:`SecretUrl` (a webhook URL)."""
+
+    __slots__ = ("_masked", "_raw")
+    _raw: str
+    _masked: str
+    #: why pickling is refused, and what to do instead
+    _PICKLE_REFUSAL = "it would write the raw value"
+
+    def _set(self, raw: str, masked: str) -> None:
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_masked", masked)
+
+    def reveal(self) -> str:
+        """Return the raw value. Call this only where it is put on the wire."""
+        return self._raw
+
+    @property
+    def masked(self) -> str:
+        """The masked form, e.g. ``hk_live_…wxyz`` or ``https://hooks.slack.com/…``."""
+        return self._masked
+
+    # -- never the raw value ---------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._masked!r})"
+
+    def __str__(self) -> str:
+        return self._masked
+
+    def __format__(self, spec: str) -> str:
+        return format(self._masked, spec)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            assert isinstance(other, _MaskedValue)
+            return self._raw == other._raw
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(f"a {type(self).__name__} cannot be pickled: {self._PICKLE_REFUSAL}")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self
+
+
+class Secret(_MaskedValue):
     """An API key that shows only its masked form.
 
     >>> key = Secret("hk_live_" + "A1" * 14 + "wxyz")
@@ -101,32 +159,20 @@ class Secret:
     'hk_live_'
     """
 
-    __slots__ = ("_masked", "_raw", "_source")
-    _raw: str
-    _masked: str
+    __slots__ = ("_source",)
     _source: str
+    _PICKLE_REFUSAL = "it would write the raw API key; pass the key through the environment instead"
 
     def __init__(self, raw: str, *, source: str = "value") -> None:
         if not isinstance(raw, str):
             raise TypeError(f"Secret needs a str, not {type(raw).__name__}")
         raw = raw.strip()
-        object.__setattr__(self, "_raw", raw)
-        object.__setattr__(self, "_masked", mask(raw))
+        self._set(raw, mask(raw))
         object.__setattr__(self, "_source", source)
         if raw:
             _register(raw, self._masked)
 
-    # -- the one way out -------------------------------------------------------------------
-    def reveal(self) -> str:
-        """Return the raw key. Call this only where the key is put on the wire."""
-        return self._raw
-
     # -- safe views ------------------------------------------------------------------------
-    @property
-    def masked(self) -> str:
-        """The masked form, e.g. ``hk_live_…wxyz``."""
-        return self._masked
-
     @property
     def source(self) -> str:
         """Where the key came from (for messages): e.g. ``env HOKUSAI_API_KEY``."""
@@ -172,41 +218,8 @@ class Secret:
         """Replace this key (and its secret part) in ``text`` with the masked form."""
         return redact(text)
 
-    # -- never the raw value ---------------------------------------------------------------
-    def __repr__(self) -> str:
-        return f"Secret({self._masked!r})"
-
-    def __str__(self) -> str:
-        return self._masked
-
-    def __format__(self, spec: str) -> str:
-        return format(self._masked, spec)
-
     def __bool__(self) -> bool:
         return bool(self._raw)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Secret):
-            return self._raw == other._raw
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._raw))
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError(
-            "a Secret cannot be pickled (it would write the raw API key); pass the key through the "
-            "environment instead"
-        )
-
-    def __copy__(self) -> Secret:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self
 
 
 def mask_url(url: str) -> str:
@@ -233,23 +246,21 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}/{_ELLIPSIS}"
 
 
-class SecretUrl:
+class SecretUrl(_MaskedValue):
     """A URL that is a credential (a webhook): shows only :func:`mask_url`'s form, like :class:`Secret`.
 
     Creating one registers the URL, its path and its query with :func:`redact`, so any text that
     quotes them (an error message, a traceback, a report) shows the masked form instead.
     """
 
-    __slots__ = ("_masked", "_raw")
-    _raw: str
-    _masked: str
+    __slots__ = ()
+    _PICKLE_REFUSAL = "it would write the raw URL"
 
     def __init__(self, raw: str) -> None:
         from urllib.parse import urlsplit
 
         raw = raw.strip()
-        object.__setattr__(self, "_raw", raw)
-        object.__setattr__(self, "_masked", mask_url(raw))
+        self._set(raw, mask_url(raw))
         with _registry_lock:
             _registry[raw] = self._masked
             try:
@@ -262,39 +273,3 @@ class SecretUrl:
                 if len(piece) >= 8:
                     _registry[piece] = "/" + _ELLIPSIS if piece.startswith("/") else _ELLIPSIS
 
-    def reveal(self) -> str:
-        """The raw URL. Call this only where the request is made."""
-        return self._raw
-
-    @property
-    def masked(self) -> str:
-        return self._masked
-
-    def __repr__(self) -> str:
-        return f"SecretUrl({self._masked!r})"
-
-    def __str__(self) -> str:
-        return self._masked
-
-    def __format__(self, spec: str) -> str:
-        return format(self._masked, spec)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SecretUrl):
-            return self._raw == other._raw
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(("SecretUrl", self._raw))
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError("SecretUrl is immutable")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a SecretUrl cannot be pickled (it would write the raw URL)")
-
-    def __copy__(self) -> SecretUrl:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SecretUrl:
-        return self
