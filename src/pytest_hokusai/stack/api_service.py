@@ -30,105 +30,31 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from .api_state import API_FAULTS, ApiRuntime
 from .config import POLICIES, STACK_TOKEN_HEADER, ApiServiceConfig, load_service_config
 from .events import add_event_routes
-from .faults import FAULTS, check_faults
-from .middleware import AuthMiddleware, ValidationCache
+from .faults import check_faults
+from .middleware import AuthMiddleware
 from .proxy import REGISTRY_HOST, alb_page, balancer_not_found, proxy_direct, proxy_mount
-from .upstream import UpstreamPool
 
 __all__ = ["API_FAULTS", "PROXY_METHODS", "ApiRuntime", "ApiService", "app_from_env", "create_app"]
 
 log = logging.getLogger("pytest_hokusai.stack.api")
 
-#: The fault switches this service acts on (the others belong to the auth service).
-API_FAULTS = frozenset(name for name, fault in FAULTS.items() if fault.component == "api")
 PROXY_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 PROXY_MOUNTS = ("/api/mlflow", "/api/2.0/mlflow")
 _PROBE_TIMEOUT_S = 5.0
-_CLIENT_DEFAULT_HEADERS = ("Accept", "Accept-Encoding", "Connection", "User-Agent")
-
-
-class ApiRuntime:
-    """Mutable state shared by the layers: config, fault set, cache, counters, HTTP clients."""
-
-    def __init__(self, config: ApiServiceConfig) -> None:
-        self.config = config
-        self.faults: set[str] = set(check_faults(list(config.faults)))
-        self.cache = ValidationCache()
-        self.stats: Counter[str] = Counter()
-        self._auth_client: httpx.AsyncClient | None = None
-        self._upstream_client: httpx.AsyncClient | None = None
-        self._upstream_pool: UpstreamPool | None = None
-
-    @property
-    def auth_client(self) -> httpx.AsyncClient:
-        if self._auth_client is None:
-            raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
-        return self._auth_client
-
-    @property
-    def upstream_client(self) -> httpx.AsyncClient:
-        if self._upstream_client is None:
-            raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
-        return self._upstream_client
-
-    @property
-    def upstream_pool(self) -> UpstreamPool:
-        """The proxy's pooled upstream connections (httpcore; see upstream.py)."""
-        if self._upstream_pool is None:
-            raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
-        return self._upstream_pool
-
-    async def start(self) -> None:
-        """Open the two pooled clients (lifespan startup)."""
-        self._auth_client = httpx.AsyncClient(timeout=self.config.auth_timeout, trust_env=False)
-        upstream = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.config.upstream_timeout),
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
-        # A transparent proxy adds nothing of its own: no Accept-Encoding (the body is relayed
-        # raw, so a compressed answer the client never asked for would reach it), no User-Agent.
-        for name in _CLIENT_DEFAULT_HEADERS:
-            del upstream.headers[name]
-        self._upstream_client = upstream
-        self._upstream_pool = UpstreamPool(float(self.config.upstream_timeout))
-
-    async def stop(self) -> None:
-        """Close the clients (lifespan shutdown)."""
-        for client in (self._auth_client, self._upstream_client, self._upstream_pool):
-            if client is not None:
-                await client.aclose()
-        self._auth_client = self._upstream_client = None
-        self._upstream_pool = None
-
-    def stats_body(self) -> dict[str, Any]:
-        keys = ("auth_calls", "auth_cache_hits", "proxied_requests", "direct_mlflow_requests",
-                "upstream_errors")
-        body: dict[str, Any] = {k: self.stats[k] for k in keys}
-        body["cache_size"] = len(self.cache)
-        body["faults"] = sorted(self.faults)
-        body["policy"] = "registry-admin" if "registry-admin" in self.faults else self.config.policy
-        body["cache_ttl"] = 3600.0 if "revocation-delay" in self.faults else float(self.config.cache_ttl)
-        return body
-
-    def faults_body(self) -> dict[str, Any]:
-        return {"faults": sorted(self.faults), "effective": sorted(self.faults & API_FAULTS)}
 
 
 class FaultSet(BaseModel):

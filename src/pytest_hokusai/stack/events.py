@@ -30,17 +30,15 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .api_state import ApiRuntime
 from .middleware import WRITE_SCOPES
-
-if TYPE_CHECKING:
-    from .api_service import ApiRuntime
 
 __all__ = [
     "EVENTS_FORBIDDEN_DETAIL",

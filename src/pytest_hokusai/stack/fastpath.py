@@ -11,17 +11,13 @@ does not list still goes through FastAPI (its 405).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .api_state import ApiRuntime
 from .middleware import AuthMiddleware
 from .proxy import proxy_mount
-
-if TYPE_CHECKING:
-    from .api_service import ApiRuntime
 
 __all__ = ["ProxyFastPath"]
 

@@ -11,20 +11,15 @@ Fault switches read on every request: ``wrong-service-id`` (validate as ``ml-pla
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from .api_service import ApiRuntime
+from .api_state import ApiRuntime, Principal, ValidationCache
 
 __all__ = [
     "ADMIN_SCOPES",
@@ -75,98 +70,6 @@ _READ_MARKERS = ("/search", "/get", "/list", "/download", "/get-by-name")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REVOCATION_DELAY_TTL_S = 3600.0
 _WRONG_SERVICE_ID = "ml-platform"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """What a successful validation said about the caller (the fields HEAD reads)."""
-
-    user_id: str | None
-    key_id: str | None
-    email: str | None = None
-    service_id: str | None = None
-    scopes: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
-    is_admin: bool = False
-    rate_limit_per_hour: int = 1000
-    has_sufficient_balance: bool = True
-    balance: float = 0.0
-
-    @classmethod
-    def from_validation(cls, data: Mapping[str, Any]) -> Principal:
-        """Read a validation result the way the real middleware does (``user.*`` fallbacks)."""
-        user = data.get("user") if isinstance(data.get("user"), Mapping) else {}
-        assert isinstance(user, Mapping)
-        scopes = data.get("scopes") or []
-        roles = data.get("roles") or user.get("roles") or []
-        is_admin = data.get("is_admin", user.get("is_admin", False))
-        return cls(
-            user_id=_opt_str(data.get("user_id", user.get("id"))),
-            key_id=_opt_str(data.get("key_id")),
-            email=_opt_str(data.get("email", user.get("email"))),
-            service_id=_opt_str(data.get("service_id")),
-            scopes=tuple(str(s) for s in scopes) if isinstance(scopes, list) else (),
-            roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
-            is_admin=bool(is_admin),
-            rate_limit_per_hour=_as_int(data.get("rate_limit_per_hour"), 1000),
-            has_sufficient_balance=bool(data.get("has_sufficient_balance", True)),
-            balance=_as_float(data.get("balance"), 0.0),
-        )
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _as_int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _as_float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
-@dataclass
-class ValidationCache:
-    """Successful validations, keyed by SHA-256 of the key (the raw key is never stored).
-
-    The TTL is applied at lookup, so switching ``revocation-delay`` on also extends entries
-    cached before the switch. An entry made under another service_id is a miss.
-    """
-
-    entries: dict[str, tuple[float, str, Principal]] = field(default_factory=dict)
-
-    @staticmethod
-    def digest(key: str) -> str:
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-    def get(self, key: str, service_id: str, ttl: float) -> Principal | None:
-        if ttl <= 0:
-            return None
-        digest = self.digest(key)
-        entry = self.entries.get(digest)
-        if entry is None:
-            return None
-        stored_at, stored_service, principal = entry
-        if stored_service != service_id or time.monotonic() - stored_at >= ttl:
-            return None
-        return principal
-
-    def put(self, key: str, service_id: str, ttl: float, principal: Principal) -> None:
-        if ttl > 0:
-            self.entries[self.digest(key)] = (time.monotonic(), service_id, principal)
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
 
 def extract_key(headers: Headers, query: QueryParams) -> str | None:

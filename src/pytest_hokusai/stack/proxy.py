@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -24,11 +24,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .api_state import ApiRuntime
 from .middleware import extract_key
-
-if TYPE_CHECKING:
-    from .api_service import ApiRuntime
-    from .upstream import RawUpstreamResponse
+from .upstream import RawUpstreamResponse
 
 __all__ = [
     "HOP_BY_HOP",
