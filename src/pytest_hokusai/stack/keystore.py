@@ -4,10 +4,9 @@ Portable SQLAlchemy 2.x: a SQLite file by default, any SQLAlchemy URL (PostgreSQ
 works, because the schema uses only portable types (``String``, ``Integer``, ``Float``,
 ``Boolean``, ``JSON``, ``DateTime(timezone=True)``) and every query is built with the ORM.
 
-Keys are ``hk_live_`` (``hk_test_``, ``hk_dev_`` by environment) + 32 alphanumerics from
-:mod:`secrets`. Only the key's SHA-256 hex digest and its ``key_prefix`` (the prefix plus the
-first three characters of the secret part, e.g. ``hk_live_abc``) are stored; the raw key is
-returned once by :meth:`KeyStore.create` / :meth:`KeyStore.rotate` and never kept.
+Keys are minted and hashed in :mod:`.apikey`; the tables and the values handed out are in
+:mod:`.keyschema`. The raw key is returned once by :meth:`KeyStore.create` /
+:meth:`KeyStore.rotate` and never kept.
 
 A :class:`KeyStore` is safe to share between threads: each call opens its own session, and a
 process-local lock serialises calls (SQLite allows one writer; the rate-limit check-and-log must
@@ -16,26 +15,15 @@ be atomic anyway).
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import string
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
     case,
     create_engine,
     delete,
@@ -44,8 +32,29 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from .apikey import (
+    ENVIRONMENT_PREFIXES,
+    SECRET_LENGTH,
+    SERVICE_IDS,
+    generate_key,
+    hash_key,
+    key_prefix_of,
+    normalise_environment,
+    utcnow,
+)
+from .keyschema import (
+    METADATA,
+    ApiKeyRow,
+    DebitResult,
+    KeyRecord,
+    UsageRow,
+    UsageSummary,
+    ValidationLogRow,
+    as_utc,
+)
 
 __all__ = [
     "ENVIRONMENT_PREFIXES",
@@ -61,214 +70,7 @@ __all__ = [
     "utcnow",
 ]
 
-#: service_id values the live service accepts (contract 2.1, ``2c4d840``), in the order its
-#: error messages list them.
-SERVICE_IDS = ("platform", "website", "prediction")
-#: environment -> key prefix (contract section 3). ``live``/``dev`` are accepted as aliases.
-ENVIRONMENT_PREFIXES = {"production": "hk_live_", "test": "hk_test_", "development": "hk_dev_"}
-_ENV_ALIASES = {"live": "production", "prod": "production", "dev": "development"}
-#: length of the secret part of a minted key
-SECRET_LENGTH = 32
-_ALPHABET = string.ascii_letters + string.digits
 _HOUR = timedelta(hours=1)
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes (everything stored is UTC); PostgreSQL returns them in the
-    # session's time zone.
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def _normalise_environment(environment: str) -> str:
-    env = _ENV_ALIASES.get(environment, environment)
-    if env not in ENVIRONMENT_PREFIXES:
-        raise ValueError(f"unknown key environment {environment!r}; use one of {', '.join(ENVIRONMENT_PREFIXES)}")
-    return env
-
-
-def generate_key(environment: str = "production") -> str:
-    """Mint a raw key: the environment's prefix + 32 random alphanumerics."""
-    prefix = ENVIRONMENT_PREFIXES[_normalise_environment(environment)]
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
-
-
-def hash_key(raw: str) -> str:
-    """The stored form of a key: its SHA-256 hex digest."""
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def key_prefix_of(raw: str) -> str:
-    """``hk_live_`` + the first three characters of the secret part (``hk_live_abc``)."""
-    for prefix in ENVIRONMENT_PREFIXES.values():
-        if raw.startswith(prefix):
-            return raw[: len(prefix) + 3]
-    return raw[:3]
-
-
-# -- schema --------------------------------------------------------------------------------
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class ApiKeyRow(_Base):
-    """One API key (hashed)."""
-
-    __tablename__ = "hokusai_api_keys"
-
-    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    key_prefix: Mapped[str] = mapped_column(String(16), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    user_id: Mapped[str] = mapped_column(String(255))
-    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
-    roles: Mapped[list[str]] = mapped_column(JSON)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    service_id: Mapped[str] = mapped_column(String(32), index=True)
-    scopes: Mapped[list[str]] = mapped_column(JSON)
-    environment: Mapped[str] = mapped_column(String(16))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    rate_limit_per_hour: Mapped[int] = mapped_column(Integer)
-    monthly_prediction_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    billing_plan: Mapped[str] = mapped_column(String(64))
-    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    balance: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class UsageRow(_Base):
-    """One usage record (``POST /api/v1/usage/{key_id}``) or debit (``.../debit``)."""
-
-    __tablename__ = "hokusai_api_key_usage"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key_id: Mapped[str] = mapped_column(String(36), ForeignKey("hokusai_api_keys.key_id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "usage" or "debit"
-    service_id: Mapped[str] = mapped_column(String(64), index=True)
-    endpoint: Mapped[str] = mapped_column(String(1024))
-    status_code: Mapped[int] = mapped_column(Integer)
-    response_time_ms: Mapped[int] = mapped_column(Integer)
-    predictions_count: Mapped[int] = mapped_column(Integer, default=0)
-    compute_ms: Mapped[int] = mapped_column(Integer, default=0)
-    amount: Mapped[float] = mapped_column(Float, default=0.0)
-    model_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-
-
-class ValidationLogRow(_Base):
-    """One accepted validation, kept for an hour: the per-key hourly rate limit counts these."""
-
-    __tablename__ = "hokusai_api_key_validations"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key_id: Mapped[str] = mapped_column(String(36), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-
-
-#: The store's tables (for DDL inspection, e.g. compiling them for another dialect).
-METADATA = _Base.metadata
-
-
-# -- values handed out -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """A stored key's attributes (never the raw key, never its hash)."""
-
-    key_id: str
-    name: str
-    key_prefix: str
-    user_id: str
-    email: str | None
-    roles: tuple[str, ...]
-    is_admin: bool
-    service_id: str
-    scopes: tuple[str, ...]
-    environment: str
-    is_active: bool
-    rate_limit_per_hour: int
-    monthly_prediction_limit: int | None
-    billing_plan: str
-    allowed_ips: tuple[str, ...] | None
-    balance: float | None  #: None = unmetered (always sufficient)
-    created_at: datetime
-    expires_at: datetime | None
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        """Whether ``expires_at`` is set and not in the future."""
-        return self.expires_at is not None and self.expires_at <= (now or utcnow())
-
-    @property
-    def has_sufficient_balance(self) -> bool:
-        """True for unmetered keys (balance None) and for a positive balance."""
-        return self.balance is None or self.balance > 0
-
-    @classmethod
-    def _from_row(cls, row: ApiKeyRow) -> KeyRecord:
-        created = _aware(row.created_at)
-        assert created is not None
-        return cls(
-            key_id=row.key_id,
-            name=row.name,
-            key_prefix=row.key_prefix,
-            user_id=row.user_id,
-            email=row.email,
-            roles=tuple(row.roles or ()),
-            is_admin=bool(row.is_admin),
-            service_id=row.service_id,
-            scopes=tuple(row.scopes or ()),
-            environment=row.environment,
-            is_active=bool(row.is_active),
-            rate_limit_per_hour=row.rate_limit_per_hour,
-            monthly_prediction_limit=row.monthly_prediction_limit,
-            billing_plan=row.billing_plan,
-            allowed_ips=tuple(row.allowed_ips) if row.allowed_ips is not None else None,
-            balance=row.balance,
-            created_at=created,
-            expires_at=_aware(row.expires_at),
-            last_used_at=_aware(row.last_used_at),
-            revoked_at=_aware(row.revoked_at),
-        )
-
-
-@dataclass(frozen=True)
-class UsageSummary:
-    """Totals over a set of usage records (``UsageStats`` without key_id/period)."""
-
-    total_requests: int
-    total_predictions: int
-    total_compute_ms: int
-    average_response_time_ms: float
-    error_rate: float
-    top_endpoints: list[dict[str, Any]]
-    total_amount: float = 0.0
-
-
-@dataclass(frozen=True)
-class DebitResult:
-    """Outcome of :meth:`KeyStore.debit`."""
-
-    accepted: bool
-    charged: float
-    balance: float | None  #: after the debit; None = unmetered
-    replay: bool = False  #: the idempotency key was seen before; nothing charged again
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -346,7 +148,7 @@ class KeyStore:
         """Mint and store a key; return ``(raw_key, record)``. The raw key is not kept."""
         if service_id not in SERVICE_IDS:
             raise ValueError(f"unknown service_id {service_id!r}; use one of {', '.join(SERVICE_IDS)}")
-        env = _normalise_environment(environment)
+        env = normalise_environment(environment)
         raw = generate_key(env)
         row = ApiKeyRow(
             key_id=str(uuid.uuid4()),
@@ -497,7 +299,7 @@ class KeyStore:
                 select(func.count()).select_from(ValidationLogRow).where(ValidationLogRow.key_id == key_id)
             ) or 0
             if count >= limit:
-                oldest = _aware(s.scalar(
+                oldest = as_utc(s.scalar(
                     select(func.min(ValidationLogRow.at)).where(ValidationLogRow.key_id == key_id)
                 ))
                 wait = ((oldest + _HOUR) - when).total_seconds() if oldest else 1.0
