@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import StackError
 from .config import STACK_TOKEN_HEADER
 from .faults import PROCESS_FAULTS
 from .mlflow_server import mlflow_ready_check
 from .process import ManagedProcess, http_ok, start_watchdog, wait_all_ready
-
-if TYPE_CHECKING:
-    from .launcher import Stack
 
 __all__ = ["RESTART_TIMEOUT_S", "is_running", "restart_parts", "stop_parts", "without_process_faults"]
 
@@ -35,24 +32,37 @@ def without_process_faults(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(n for n in names if n not in PROCESS_FAULTS)
 
 
-def _process(stack: Stack, name: str) -> ManagedProcess | None:
+class StackHandle(Protocol):
+    """What these functions use of :class:`.launcher.Stack`.
+
+    A protocol, not an import: launcher.py imports this module, so importing the class back
+    (even for typing only) would be an import loop.
+    """
+
+    auth_url: str
+    mlflow_url: str
+    admin_token: str
+    _processes: list[ManagedProcess]
+
+
+def _process(stack: StackHandle, name: str) -> ManagedProcess | None:
     return next((p for p in stack._processes if p.name == name), None)
 
 
-def is_running(stack: Stack, fault: str) -> bool:
+def is_running(stack: StackHandle, fault: str) -> bool:
     """Whether the part ``fault`` stops is running (True for a handle: it cannot tell, nor act)."""
     proc = _process(stack, PROCESS_FAULTS[fault])
     return proc is None or proc.is_running()
 
 
-def _owner_check(stack: Stack, faults: Iterable[str]) -> None:
+def _owner_check(stack: StackHandle, faults: Iterable[str]) -> None:
     wanted = [f for f in faults if f in PROCESS_FAULTS]
     if wanted and not stack._processes:
         raise StackError(f"{', '.join(wanted)} stops a process of the stack: only the process that started it "
                          "(hokusai-stack up, start_stack) can switch it")
 
 
-def _ready_check(stack: Stack, proc: ManagedProcess) -> Callable[[], bool]:
+def _ready_check(stack: StackHandle, proc: ManagedProcess) -> Callable[[], bool]:
     if proc.name == PROCESS_FAULTS["mlflow-stopped"]:
         return mlflow_ready_check(stack.mlflow_url)
     url = stack.auth_url + "/_stack/faults"
@@ -60,7 +70,7 @@ def _ready_check(stack: Stack, proc: ManagedProcess) -> Callable[[], bool]:
     return lambda: http_ok(url, timeout=2.0, headers=headers)
 
 
-def stop_parts(stack: Stack, faults: Iterable[str]) -> None:
+def stop_parts(stack: StackHandle, faults: Iterable[str]) -> None:
     """Stop the process of every process fault in ``faults`` that is still running."""
     faults = list(faults)
     _owner_check(stack, faults)
@@ -70,7 +80,7 @@ def stop_parts(stack: Stack, faults: Iterable[str]) -> None:
             proc.stop()
 
 
-def restart_parts(stack: Stack, faults: Iterable[str]) -> None:
+def restart_parts(stack: StackHandle, faults: Iterable[str]) -> None:
     """Start again (same command, port and data) every stopped part whose fault is not in ``faults``."""
     faults = list(faults)
     _owner_check(stack, faults)  # before any service is told about the faults
