@@ -14,20 +14,17 @@ forever, retries only what is safe to retry, and records every exchange as redac
   :meth:`HokusaiSession.request` re-raises network errors after recording them;
   :meth:`HokusaiSession.probe` never raises for them and returns what was seen.
 
+What an exchange keeps as evidence (redaction, excerpt, title) is in :mod:`.http_capture`, how a
+failed request is classified in :mod:`.http_errors`, the connect budget in :mod:`.reachability`;
+their public names stay importable from here.
+
 This module imports only requests and urllib3 (never mlflow, sklearn, pandas or fastapi).
 """
 
 from __future__ import annotations
 
-import errno
 import http.client
-import json as jsonlib
-import re
-import socket
-import ssl
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import requests
@@ -36,12 +33,28 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from urllib3.util.retry import Retry
 
-from .evidence import Exchange, Recorder, clean_url, excerpt, request_body_shape
+from .evidence import Exchange, Recorder, request_body_shape
+from .http_capture import (
+    EXCERPT_BYTES,
+    PROBE_MAX_BODY,
+    RECORDED_HEADERS,
+    Attempt,
+    ProbeResult,
+    exchange_for,
+    html_title,
+    ms_since,
+    parse_json_safely,
+    read_bounded,
+    recorded_url,
+    scrub,
+)
+from .http_errors import classify_error
 from .reachability import HostReachability, cap_timeout
-from .secret import KEY_PREFIXES, Secret, mask, redact
+from .secret import KEY_PREFIXES, Secret, mask
 
 __all__ = [
     "AUTH_STYLES",
+    "EXCERPT_BYTES",
     "IDEMPOTENT_METHODS",
     "RECORDED_HEADERS",
     "AuthStyle",
@@ -60,116 +73,8 @@ AUTH_STYLES: tuple[str, ...] = ("bearer", "apikey", "x-api-key", "query", "body"
 #: Methods retried on connection failures and 502/503/504. Everything else is sent exactly once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRY_STATUSES = frozenset({502, 503, 504})
-#: Response headers copied into the evidence.
-RECORDED_HEADERS = ("retry-after", "www-authenticate", "server", "content-type", "x-request-id", "location")
-#: Bytes of a body kept for the excerpt (and read at most by :meth:`HokusaiSession.probe`).
-EXCERPT_BYTES = 4096
-PROBE_MAX_BODY = 256 * 1024
 
 _UNSET: Any = object()
-_KEY_LIKE = re.compile(r"\bhk_(?:live|test|dev)_[A-Za-z0-9]{6,}")
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:api_key|apikey|key|token|access_token|password)=)[^&\s#'\")]*")
-
-
-def scrub(text: str) -> str:
-    """Redact every key the process knows, anything key-shaped, and secret query values in text."""
-    if not text:
-        return text
-    text = redact(text)
-    text = _KEY_LIKE.sub(lambda m: mask(m.group(0)), text)
-    return _SECRET_QUERY.sub(r"\1***", text)
-
-
-# -- error classification ---------------------------------------------------------------------
-def _chain(exc: BaseException, limit: int = 24) -> list[BaseException]:
-    """The exception and everything it wraps (reason, cause, context, exception args), outer first."""
-    out: list[BaseException] = []
-    seen: set[int] = set()
-    queue: list[BaseException] = [exc]
-    while queue and len(out) < limit:
-        current = queue.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        out.append(current)
-        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
-        linked.extend(a for a in current.args if isinstance(a, BaseException))
-        queue.extend(x for x in linked if isinstance(x, BaseException))
-    return out
-
-
-_DNS_WORDS = ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
-              "failed to resolve", "getaddrinfo failed", "no address associated with hostname",
-              "name resolution")
-
-
-def _is_invalid_url(e: BaseException) -> bool:
-    return isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                          requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
-                          u3exc.LocationValueError))
-
-
-def _is_tls(e: BaseException) -> bool:
-    return isinstance(e, (requests.exceptions.SSLError, u3exc.SSLError, ssl.SSLError, ssl.CertificateError))
-
-
-def _is_dns(e: BaseException) -> bool:
-    if isinstance(e, (socket.gaierror, getattr(u3exc, "NameResolutionError", socket.gaierror))):
-        return True
-    return isinstance(e, OSError) and any(w in str(e).lower() for w in _DNS_WORDS)
-
-
-def _is_refused(e: BaseException) -> bool:
-    if isinstance(e, ConnectionRefusedError):
-        return True
-    if isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, 10061):
-        return True
-    return isinstance(e, u3exc.NewConnectionError) and "refused" in str(e).lower()
-
-
-def _is_timeout(e: BaseException) -> bool:
-    if isinstance(e, u3exc.NewConnectionError):  # a subclass of ConnectTimeoutError, sadly
-        return False
-    return isinstance(e, (requests.exceptions.Timeout, u3exc.TimeoutError, socket.timeout, TimeoutError))
-
-
-def _is_connection(e: BaseException) -> bool:
-    return isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                          u3exc.ProtocolError, u3exc.NewConnectionError, u3exc.MaxRetryError,
-                          ConnectionError, http.client.HTTPException))
-
-
-_CLASSIFIERS = (("invalid-url", _is_invalid_url), ("tls", _is_tls), ("dns", _is_dns),
-                ("refused", _is_refused), ("timeout", _is_timeout), ("connection", _is_connection))
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    # urllib3 wraps the useful part: "...: Failed to establish a new connection: [Errno 111] ..."
-    for marker in ("Failed to establish a new connection: ", "Caused by "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    text = " ".join(text.split()).strip(" ()'\"")
-    name = type(e).__name__
-    text = f"{name}: {text}" if text else name
-    return scrub(text if len(text) <= 240 else text[:239] + "\u2026")
-
-
-def classify_error(exc: BaseException) -> tuple[str, str]:
-    """Map a requests/urllib3/socket exception to one of ``evidence.ERROR_CLASSES`` and a short,
-    redacted detail: ``dns``, ``refused``, ``tls``, ``timeout``, ``connection``, ``invalid-url``
-    or ``other``.
-
-    The whole chain of wrapped exceptions is searched (``MaxRetryError.reason``, ``__cause__``,
-    ``__context__``), so an ``MlflowException`` raised from a ``requests`` error is classified by
-    its cause. The detail names the innermost matching exception.
-    """
-    chain = _chain(exc)
-    for name, test in _CLASSIFIERS:
-        matches = [e for e in chain if test(e)]
-        if matches:
-            return name, _describe(matches[-1])
-    return "other", _describe(exc)
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -203,66 +108,6 @@ def _make_retry(retries: int, backoff: float, retry_after_cap: float) -> CappedR
         backoff_factor=backoff, backoff_max=max(backoff * 4, 0.5), raise_on_status=False,
         raise_on_redirect=False, respect_retry_after_header=True, retry_after_cap=retry_after_cap,
     )
-
-
-# -- results ----------------------------------------------------------------------------------
-@dataclass
-class ProbeResult:
-    """What :meth:`HokusaiSession.probe` saw: the recorded exchange, the response (``None`` when no
-    status came back) and its JSON body (``None`` when it was not JSON; ``json_problem`` says why)."""
-
-    exchange: Exchange
-    response: requests.Response | None
-    json: Any = None
-    json_problem: str | None = None
-
-    @property
-    def status(self) -> int | None:
-        return self.exchange.status
-
-    @property
-    def ok(self) -> bool:
-        return self.exchange.ok
-
-    @property
-    def error(self) -> str | None:
-        return self.exchange.error
-
-    def detail(self) -> str | None:
-        """The ``detail`` field of a JSON object body, as text (FastAPI's error convention)."""
-        if isinstance(self.json, dict) and "detail" in self.json:
-            value = self.json["detail"]
-            return value if isinstance(value, str) else scrub(jsonlib.dumps(value, default=str))
-        return None
-
-
-def parse_json_safely(response: requests.Response) -> tuple[Any, str | None]:
-    """Parse a response body as JSON; return ``(obj, None)`` or ``(None, problem)``.
-
-    The problem is a sentence for a report, e.g. ``expected JSON from GET https://… but got
-    text/html (502 from a load balancer or proxy?): <html>…``.
-    """
-    request = response.request
-    method = (request.method if request is not None else None) or "GET"
-    url = clean_url(response.url or (request.url if request is not None and request.url else "") or "")
-    ctype = response.headers.get("content-type", "")
-    body = response.content or b""
-    where = f"{method} {url}"
-    if not body.strip():
-        return None, f"expected JSON from {where} but the body was empty ({response.status_code})"
-    try:
-        return jsonlib.loads(body), None
-    except ValueError:
-        pass
-    shown = excerpt(body[:EXCERPT_BYTES])
-    if "html" in ctype.lower() or body.lstrip()[:1] == b"<":
-        kind = ctype.split(";")[0] or "an HTML page"
-        hint = " from a load balancer or proxy?" if response.status_code >= 400 else ": a web page, not the API?"
-        return None, f"expected JSON from {where} but got {kind} ({response.status_code}{hint}): {shown}"
-    if "json" in ctype.lower():
-        return None, f"{where} sent invalid JSON ({response.status_code}, {ctype}): {shown}"
-    kind = ctype.split(";")[0] or "a body without a content type"
-    return None, f"expected JSON from {where} but got {kind} ({response.status_code}): {shown}"
 
 
 # -- the session ------------------------------------------------------------------------------
@@ -394,7 +239,7 @@ class HokusaiSession(requests.Session):
         if attempt.error is not None:
             raise attempt.error
         assert attempt.response is not None
-        self._record(self._exchange_for(attempt, with_body=not kwargs.get("stream")))
+        self._record(exchange_for(attempt, with_body=not kwargs.get("stream")))
         return attempt.response
 
     # Typed verbs, so ``session.get(url, key=None, label=...)`` type-checks (requests' own
@@ -480,7 +325,7 @@ class HokusaiSession(requests.Session):
         response = attempt.response
         assert response is not None
         try:
-            body, truncated = _read_bounded(response, max_body, deadline=attempt.started + 2 * limit + 1)
+            body, truncated = read_bounded(response, max_body, deadline=attempt.started + 2 * limit + 1)
         except _NETWORK_ERRORS as exc:  # the status came, the body broke off
             body, truncated = b"", False
             error, detail = classify_error(exc)
@@ -489,7 +334,7 @@ class HokusaiSession(requests.Session):
             response.close()
         response._content = body
         response._content_consumed = True
-        exchange = self._exchange_for(attempt, with_body=True)
+        exchange = exchange_for(attempt, with_body=True)
         if truncated:
             exchange.headers["body-truncated"] = f"kept the first {len(body)} bytes"
         self._record(exchange)
@@ -498,7 +343,7 @@ class HokusaiSession(requests.Session):
 
     # -- internals ----------------------------------------------------------------------------
     def _perform(self, method: str | bytes, url: str | bytes, key: Secret | None, style: str | None,
-                 label: str | None, kwargs: dict[str, Any]) -> _Attempt:
+                 label: str | None, kwargs: dict[str, Any]) -> Attempt:
         method_s = (method.decode() if isinstance(method, bytes) else str(method)).upper()
         url_s = url.decode() if isinstance(url, bytes) else str(url)
         use_key = self.key if key is _UNSET else key
@@ -516,7 +361,7 @@ class HokusaiSession(requests.Session):
         budget = self.reachability.budget_for(url_s) if self.reachability is not None else None
         if budget is not None:  # first contact with this host: a short connect/first-byte budget
             kwargs["timeout"] = cap_timeout(kwargs["timeout"], budget)
-        attempt = _Attempt(method=method_s, url=_recorded_url(url_s, kwargs.get("params")),
+        attempt = Attempt(method=method_s, url=recorded_url(url_s, kwargs.get("params")),
                            auth=presentation, label=label,
                            request_body=request_body_shape(kwargs.get("json"), kwargs.get("data")))
         try:
@@ -524,7 +369,7 @@ class HokusaiSession(requests.Session):
         except Exception as exc:  # noqa: BLE001  # recorded here; request() re-raises, probe() decides
             attempt.error = exc
             error, detail = classify_error(exc)
-            waited = _ms(attempt.started)
+            waited = ms_since(attempt.started)
             if budget is not None and error == "timeout":
                 detail = (f"no answer within the {budget:g} s connect/first-byte budget "
                           f"(--hokusai-connect-timeout; waited {waited / 1000:.1f} s): {detail}")
@@ -539,30 +384,6 @@ class HokusaiSession(requests.Session):
             self.reachability.mark_answered(url_s)
         return attempt
 
-    def _exchange_for(self, attempt: _Attempt, *, with_body: bool) -> Exchange:
-        response = attempt.response
-        assert response is not None
-        headers = {name: scrub(response.headers[name]) for name in RECORDED_HEADERS if name in response.headers}
-        if response.history:
-            hops = [f"{r.status_code} {clean_url(r.url)}" for r in response.history]
-            headers["redirects"] = scrub(" -> ".join([*hops, f"{response.status_code} {clean_url(response.url)}"]))
-        retries = getattr(getattr(response.raw, "retries", None), "history", ())
-        if retries:
-            headers["attempts"] = str(len(retries) + 1)
-        body = ""
-        if with_body:
-            body = scrub(excerpt(response.content[:EXCERPT_BYTES] if response.content else b""))
-            title = html_title(response.content or b"", response.headers.get("content-type"))
-            if title:  # what a wrong URL turned out to be (NOT_HOKUSAI_API), even past the excerpt
-                headers["html-title"] = scrub(title)
-        error, detail = attempt.read_error if attempt.read_error else (None, None)
-        return Exchange(
-            method=attempt.method, url=attempt.url, status=response.status_code,
-            content_type=response.headers.get("content-type"), body_excerpt=body,
-            elapsed_ms=_ms(attempt.started), error=error, error_detail=detail, auth=attempt.auth,
-            label=attempt.label, headers=headers, started_at=attempt.started_wall,
-            request_body=attempt.request_body)
-
     def _record(self, exchange: Exchange) -> Exchange:
         if self.recorder is not None:
             return self.recorder.add(exchange)
@@ -572,72 +393,3 @@ class HokusaiSession(requests.Session):
 _POSITIONAL = ("params", "data", "headers", "cookies", "files", "auth", "timeout", "allow_redirects",
                "proxies", "hooks", "stream", "verify", "cert", "json")
 _NETWORK_ERRORS = (requests.RequestException, u3exc.HTTPError, OSError, ValueError, http.client.HTTPException)
-
-
-@dataclass
-class _Attempt:
-    method: str
-    url: str
-    auth: str
-    label: str | None
-    started: float = 0.0
-    started_wall: float = 0.0
-    response: requests.Response | None = None
-    error: Exception | None = None
-    exchange: Exchange | None = None
-    read_error: tuple[str, str] | None = None
-    request_body: str | None = None
-
-    def __post_init__(self) -> None:
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-
-
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
-#: How far into an HTML body the ``<title>`` is looked for.
-TITLE_SEARCH_BYTES = 64 * 1024
-
-
-def html_title(body: bytes, content_type: str | None = None) -> str | None:
-    """The ``<title>`` of an HTML body (whitespace collapsed, at most 120 characters), else ``None``.
-
-    >>> html_title(b"<html><head><title> Example  Domain </title></head></html>", "text/html")
-    'Example Domain'
-    """
-    head = body[:TITLE_SEARCH_BYTES]
-    if "html" not in (content_type or "").lower() and head.lstrip()[:1] != b"<":
-        return None
-    match = _TITLE.search(head)
-    if match is None:
-        return None
-    title = " ".join(match.group(1).decode("utf-8", errors="replace").split())
-    return (title if len(title) <= 120 else title[:119] + "\u2026") or None
-
-
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000.0, 2)
-
-
-def _recorded_url(url: str, params: Any) -> str:
-    """The URL as sent (params included), with secret query values and keys removed."""
-    full = url
-    if params:
-        try:
-            prepared = PreparedRequest()
-            prepared.prepare_url(url, params)
-            full = prepared.url or url
-        except (ValueError, TypeError, requests.RequestException):
-            full = url
-    return scrub(clean_url(full))
-
-
-def _read_bounded(response: requests.Response, max_body: int, *, deadline: float) -> tuple[bytes, bool]:
-    """Read at most ``max_body`` bytes of a streamed body, stopping at ``deadline`` (monotonic)."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=8192):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= max_body or time.monotonic() > deadline:
-            return b"".join(chunks)[:max_body], True
-    return b"".join(chunks), False
