@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeGuard
 
+from .mlflow_cleanup import delete_experiments, experiment_ids_with_names
 from .state import Leftover
 
 if TYPE_CHECKING:
@@ -171,20 +172,10 @@ def remove_registration(
         except Exception as exc:  # noqa: BLE001
             if _code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 left.append(run_leftover(run_id, _short(exc), uri))
-    ids = [str(i) for i in experiment_ids if i]
-    for name in experiment_names:
-        try:
-            found = client.get_experiment_by_name(name)
-        except Exception:  # noqa: BLE001, S112  # cannot tell whether it exists: no leftover on a guess
-            continue
-        if found is not None and found.lifecycle_stage != "deleted" and found.experiment_id not in ids:
-            ids.append(found.experiment_id)
-    for experiment_id in ids:
-        try:
-            client.delete_experiment(experiment_id)
-        except Exception as exc:  # noqa: BLE001
-            if _code(exc) != "RESOURCE_DOES_NOT_EXIST":
-                left.append(experiment_leftover(f"id {experiment_id}", _short(exc), uri))
+    # A failed lookup is not reported: whether the experiment exists is unknown, no leftover on a guess.
+    ids, _ = experiment_ids_with_names(client, experiment_ids, experiment_names)
+    for experiment_id, failure in delete_experiments(client, ids):
+        left.append(experiment_leftover(f"id {experiment_id}", _short(failure), uri))
     return left
 
 

@@ -157,7 +157,8 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
     sdk = _sdk()
     import mlflow
 
-    from ..registry import PIP_REQUIREMENTS, _fluent_uris
+    from ..mlflow_config import fluent_uris
+    from ..toy_model import PIP_REQUIREMENTS
 
     client = hokusai_mlflow_client
     token_id = hs.check_token_id()
@@ -174,7 +175,7 @@ def test_sdk_registers_tokenized_model(hokusai_mlflow_client, hokusai_toy_model,
             # the SDK takes the run id for the event from it, and the platform requires one.
             experiment_id = client.create_experiment(hokusai_unique_name("hokusai-canary-sdk-exp"))
             run_id = client.create_run(experiment_id, tags={"hokusai.check": "sdk"}).info.run_id
-            with _fluent_uris(hokusai_settings.tracking_uri), mlflow.start_run(run_id=run_id):
+            with fluent_uris(hokusai_settings.tracking_uri), mlflow.start_run(run_id=run_id):
                 mlflow.sklearn.log_model(hokusai_toy_model.model, name="model", signature=hokusai_toy_model.signature,
                                          pip_requirements=PIP_REQUIREMENTS)
             model_uri = f"runs:/{run_id}/model"
