@@ -11,17 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 
-from .auth_common import (
-    get_or_404,
-    key_info,
-    request_store,
-)
-from .auth_schemas import (
-    DEFAULT_SCOPES,
-    APIKeyCreate,
-    APIKeyInfo,
-    APIKeyResponse,
-)
+from .auth_common import get_or_404, key_info, request_store
+from .auth_schemas import DEFAULT_SCOPES, APIKeyCreate, APIKeyInfo, APIKeyResponse
 from .keystore import utcnow
 
 __all__ = ["add_key_by_id_routes", "add_key_routes"]

@@ -11,11 +11,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from .auth_common import (
-    get_or_404,
-    request_faults,
-    request_store,
-)
+from .auth_common import get_or_404, request_faults, request_store
 from .auth_schemas import (
     OVERAGE_PRICE,
     PRICE_PER_PREDICTION,

@@ -12,17 +12,8 @@ from typing import Annotated, NoReturn
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
-from .auth_common import (
-    VALIDATE_PATH,
-    request_faults,
-    request_store,
-    unauthorized,
-)
-from .auth_schemas import (
-    WRITE_SCOPES,
-    APIKeyValidation,
-    ValidationResult,
-)
+from .auth_common import VALIDATE_PATH, request_faults, request_store, unauthorized
+from .auth_schemas import WRITE_SCOPES, APIKeyValidation, ValidationResult
 from .keystore import SERVICE_IDS, KeyRecord, utcnow
 
 __all__ = ["add_validation_route"]

@@ -23,14 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    case,
-    create_engine,
-    delete,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import case, create_engine, delete, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
