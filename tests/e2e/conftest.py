@@ -161,7 +161,7 @@ def e2e_stack(stack: Stack) -> Iterator[Stack]:
         stack.set_faults([])
 
 
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset every variable the plugin or the MLflow client reads, so the caller's shell cannot leak in."""
     for name in list(os.environ):
         if name == "HOKUSAI_STACK_MLFLOW_PYTHON":
@@ -209,7 +209,7 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
                 stack.set_faults(faults)
         else:
             assert faults is None, "faults need the stack"
-        _clean_environment(monkeypatch)
+        clean_environment(monkeypatch)
         environ.update(env or {})
         for name, value in environ.items():
             if value is None:

@@ -34,24 +34,40 @@ def _env_dir(version: str) -> Path:
     return cache_root() / f"mlflow-server-{version}-py{sys.version_info[0]}.{sys.version_info[1]}"
 
 
+def _requirements(version: str) -> list[str]:
+    # psycopg2: a stack on PostgreSQL hands its server a postgresql+psycopg2:// URL, which the server's
+    # own environment must be able to open (tests/integration/test_stack_postgres.py).
+    return [f"mlflow=={version}", "psycopg2-binary>=2.9"]
+
+
 def mlflow_server_python(version: str = PLATFORM_MLFLOW) -> Path:
-    """The python of a virtualenv holding ``mlflow==version`` (built on first use, then reused)."""
+    """The python of a virtualenv holding ``mlflow==version`` (built on first use, then reused).
+
+    The ``.complete`` marker holds the requirement list; an environment built with another list gets
+    the missing requirements installed on its next use instead of a rebuild.
+    """
     from filelock import FileLock
 
     env_dir = _env_dir(version)
     python = env_dir / "bin" / "python"
     marker = env_dir / ".complete"
-    if marker.exists() and python.exists():
+    wanted = " ".join(_requirements(version)) + "\n"
+
+    def complete() -> bool:
+        return python.exists() and marker.exists() and marker.read_text() == wanted
+
+    if complete():
         return python
     env_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(env_dir) + ".lock", timeout=_BUILD_TIMEOUT_S):
-        if marker.exists() and python.exists():
+        if complete():
             return python
-        shutil.rmtree(env_dir, ignore_errors=True)  # a half-built one from an interrupted run
-        subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"mlflow=={version}"],
+        if not (python.exists() and marker.exists()):
+            shutil.rmtree(env_dir, ignore_errors=True)  # a half-built one from an interrupted run
+            subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *_requirements(version)],
                        check=True, timeout=_BUILD_TIMEOUT_S)
-        marker.write_text(version + "\n")
+        marker.write_text(wanted)
     return python
 
 
