@@ -27,6 +27,7 @@ from pytest_hokusai.secret import Secret, redact
 from pytest_hokusai.stack.config import STACK_TOKEN_HEADER
 from pytest_hokusai.stack.launcher import Stack, start_stack, write_state_file
 from pytest_hokusai.stack.process import ManagedProcess, group_pids
+from tests.support.procs import alive, descendants, process_table
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PY = sys.executable
@@ -45,39 +46,6 @@ def http(method: str, url: str, *, headers: dict[str, str] | None = None,
             return resp.status, resp.headers.get("content-type", ""), resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("content-type", ""), exc.read().decode()
-
-
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, cmdline) of every live, non-zombie process (from /proc)."""
-    table: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2:].split()
-        if fields[0] != "Z":
-            table[int(entry.name)] = (int(fields[1]), cmdline)
-    return table
-
-
-def descendants(pid: int) -> set[int]:
-    table = process_table()
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {p for p, (ppid, _) in table.items() if ppid in frontier and p not in found}
-        found |= children
-        frontier = children
-    return found
-
-
-def alive(pids: set[int] | list[int]) -> set[int]:
-    table = process_table()
-    return {p for p in pids if p in table}
 
 
 def rss_mb(pids: list[int]) -> float:

@@ -32,6 +32,7 @@ from tests.support.postgres import (
     processes_mentioning,
     still_running,
 )
+from tests.support.procs import alive
 
 if TYPE_CHECKING:
     from pytest_hokusai.stack.launcher import Stack
@@ -97,7 +98,7 @@ def pg_stack(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> It
                         "WHERE datname IN (%s, %s) GROUP BY datname", (MLFLOW_DB, KEYS_DB))
 
     assert _wait_until(lambda: not connections(), 10), f"connections left after the stack stopped: {connections()}"
-    assert not [p for p in pids if Path(f"/proc/{p}").exists()], "stack processes outlived the stack"
+    assert not alive(pids), "stack processes outlived the stack"
 
 
 def test_postgres_helper_stops_every_process_it_started(pg: PostgresServer) -> None:
