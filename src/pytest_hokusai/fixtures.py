@@ -156,10 +156,10 @@ def hokusai_mlflow_client(hokusai_run: HokusaiRun, hokusai_settings: HokusaiSett
     warmup.join()  # the warm-up thread may be importing mlflow right now
     from .registry import make_client, mlflow_env, record_mlflow_http
 
-    with mlflow_env(hokusai_settings.tracking_uri, hokusai_api_key, max_retries=0,
-                    request_timeout=max(hokusai_settings.timeout, 5.0)):
-        with record_mlflow_http(hokusai_run.state.recorder):
-            yield make_client(hokusai_settings.tracking_uri)
+    with (mlflow_env(hokusai_settings.tracking_uri, hokusai_api_key, max_retries=0,
+                     request_timeout=max(hokusai_settings.timeout, 5.0)),
+          record_mlflow_http(hokusai_run.state.recorder)):
+        yield make_client(hokusai_settings.tracking_uri)
 
 
 @pytest.fixture(scope="session")

@@ -108,7 +108,7 @@ class LocalTarget:
         def run() -> None:
             try:
                 self.ensure()
-            except BaseException:  # noqa: BLE001 - kept in self._error, re-raised by ensure()
+            except BaseException:  # noqa: BLE001, S110 - kept in self._error, re-raised by ensure()
                 pass
 
         self._thread = threading.Thread(target=run, name="hokusai-local-stack", daemon=True)

@@ -35,7 +35,7 @@ def install_log_redaction() -> None:
         record = base(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a broken %-format is the caller's bug; leave the record alone
+        except Exception:  # noqa: BLE001 - a broken %-format is the caller's bug; leave the record alone
             return record
         clean = redact(message)
         if clean != message:

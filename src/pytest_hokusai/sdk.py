@@ -9,6 +9,8 @@ unrelated Docker toolkit). Nothing here imports it, mlflow or requests at module
 * :func:`sdk_environment` scopes ``HOKUSAI_API_KEY``, ``HOKUSAI_API_ENDPOINT`` and
   ``MLFLOW_TRACKING_URI`` / ``_TOKEN`` to a block and restores them, and mlflow's global tracking
   URI, exactly afterwards (the SDK writes both);
+* :func:`sdk_backoff_skipped` lets the SDK's retry pauses return at once where a check provokes a
+  failure on purpose;
 * :func:`event_exchange` turns the outcome of the SDK's registration-event POST (it uses urllib,
   which the run's recorder does not see) into an :class:`~pytest_hokusai.evidence.Exchange`;
 * the SDK checks register under the canary names of :mod:`.canary` (``sdk``, ``sdk-cli``) and
@@ -28,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, SupportsIndex
 
 from .canary import canary_name
 from .diagnosis.evidence import FACT_TRACKING_URI_MOVED_TO
@@ -53,6 +55,7 @@ __all__ = [
     "event_url",
     "load_sdk",
     "sdk_api_endpoint",
+    "sdk_backoff_skipped",
     "sdk_environment",
     "sdk_failure",
 ]
@@ -150,6 +153,35 @@ def sdk_environment(*, api_url: str, tracking_uri: str, key: Secret) -> Iterator
         tracking_utils = _mlflow_tracking_utils()
         if tracking_utils is not None:
             tracking_utils._tracking_uri = saved_global
+
+
+@contextmanager
+def sdk_backoff_skipped() -> Iterator[list[float]]:
+    """Within the block, ``time.sleep`` called from the SDK's own code returns at once; the delays it
+    asked for are collected in the yielded list. Every other caller (other threads included) sleeps.
+
+    ``ModelRegistry(tracking_uri=...)`` tries a failing tracking URI three times, sleeping 1 s and
+    then 2 s between tries (``hokusai/core/registry.py``). The fallback check provokes that failure
+    on purpose and asserts what the SDK leaves behind afterwards (token, tracking URI), which the
+    wait does not change: the check keeps its assertions and saves the 3 s.
+    """
+    import time
+
+    real_sleep = time.sleep
+    skipped: list[float] = []
+
+    def sleep(seconds: float | SupportsIndex) -> None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller == "hokusai" or caller.startswith("hokusai."):
+            skipped.append(float(seconds))
+            return
+        real_sleep(seconds)
+
+    time.sleep = sleep
+    try:
+        yield skipped
+    finally:
+        time.sleep = real_sleep
 
 
 def _mlflow_tracking_utils() -> Any:

@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,24 @@ def test_ci_installs_the_vendored_sdk_wheel_and_the_repository_holds_none_of_it(
     tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=False).stdout
     if tracked:  # a git checkout: nothing of the wheel is committed
         assert not [f for f in tracked.splitlines() if f.endswith(".whl") or f.startswith("hokusai/")], tracked
+
+
+def _module_calling_sleep(name: str):
+    module = types.ModuleType(name)
+    exec("import time\ndef pause(seconds):\n    time.sleep(seconds)\n", module.__dict__)  # noqa: S102
+    return module
+
+
+@pytest.mark.timeout(30)  # a patch that did not take would sleep 1000 s here
+def test_sdk_backoff_skipped_only_for_the_sdks_own_code():
+    import time
+
+    real = time.sleep
+    sdk_code = _module_calling_sleep("hokusai.core.registry")
+    other = _module_calling_sleep("hokusai_lookalike")
+    with hs.sdk_backoff_skipped() as skipped:
+        sdk_code.pause(1000)
+        sdk_code.pause(2)
+        other.pause(0.001)  # not the SDK's: really sleeps, not collected
+    assert skipped == [1000.0, 2.0]
+    assert time.sleep is real
