@@ -14,10 +14,12 @@ stamped with ``time.monotonic()`` on arrival (``PYTHONUNBUFFERED=1``), which spl
   the start that collection and the warm-up imports did not hide);
 - checks: from then to the ``[100%]`` progress mark; teardown: from ``[100%]`` to exit.
 
-Rounds interleave the four kinds of run so that other load hits them alike: cold (its own stack,
-``--hokusai-stack-state-file`` pointing at nothing), attached (to one ``hokusai-stack up`` started
-for the benchmark, which it never stops), never-answering port (a listening socket that never
-accepts, ``--hokusai-api-url`` and ``--hokusai-auth-url`` both on it) and closed port. Every
+Rounds interleave the six kinds of run so that other load hits them alike: cold (its own stack,
+``--hokusai-stack-state-file`` pointing at nothing) and attached (to one ``hokusai-stack up``
+started for the benchmark, which it never stops; ``--durations=0`` gives the seconds per check),
+each with the SDK checks deselected (what the README's install, which has no SDK, runs: the
+targets) and with them; a never-answering port (a listening socket that never accepts,
+``--hokusai-api-url`` and ``--hokusai-auth-url`` both on it) and a closed port. Every
 process the subprocesses start is tracked and checked to be gone afterwards.
 """
 
@@ -47,6 +49,11 @@ REPO = Path(__file__).resolve().parent.parent
 ARGS = ["-m", "live", "-p", "no:cacheprovider"]
 _TIMEOUT_S = 240.0
 _READY = re.compile(r"hokusai: (.+?) ready in ([0-9.]+) s")
+#: pytest's per-phase durations (``--durations=0``: every setup/call/teardown of 5 ms or more)
+DURATIONS = "--durations=0"
+#: Deselects the four SDK checks: what a run of the README's install (no SDK) runs.
+NO_SDK = ("-m", "live and not hokusai_sdk")
+_DURATION = re.compile(r"^([0-9.]+)s (setup|call|teardown)\s+\S+::(\S+)", re.MULTILINE)
 _FAKE_KEY = "hk_live_" + "B" * 32  # obviously fake: only ever sent to loopback ports with no service
 
 
@@ -126,6 +133,14 @@ def _cold_phases(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _durations(text: str) -> dict[str, float]:
+    """Seconds per check (setup + call + teardown) from pytest's ``--durations`` table."""
+    per_check: dict[str, float] = {}
+    for seconds, _phase, name in _DURATION.findall(text):
+        per_check[name] = per_check.get(name, 0.0) + float(seconds)
+    return per_check
+
+
 def _summary(text: str) -> tuple[str, str]:
     verdict = re.search(r"verdict: (\w+)", text)
     summary = re.search(r"=+ (.*? in [0-9.]+s.*?) =+", text)
@@ -185,7 +200,9 @@ def run(quick: bool = False) -> dict[str, Any]:
          f"venv, HOME, LANG, TMPDIR), cwd = {REPO}; {reps} rounds, each round one run of every kind in turn: "
          "cold (`--hokusai-target=local`, no state file: starts its own stack), attached "
          "(`--hokusai-target=local --hokusai-stack-state-file` of one `hokusai-stack up` started for the "
-         "benchmark), never-answering port (a socket that listens and never accepts; API and auth URL on it; "
+         "benchmark; `--durations=0` for the per-check table), each once with the SDK checks deselected "
+         "(`-m 'live and not hokusai_sdk'`: what the README's install, which has no SDK, runs) and once with "
+         "them (the vendored SDK is installed in this venv), never-answering port (a socket that listens and never accepts; API and auth URL on it; "
          "a fake key), closed port (same, nothing listening)."),
         ("Cold phases from output arrival times: interpreter+imports (to `test session starts`), collection "
          "(to `collected`), stack start per part (progress lines: auth and MLflow in parallel, then the API "
@@ -193,18 +210,24 @@ def run(quick: bool = False) -> dict[str, Any]:
          "teardown (to exit)."),
         "OS page cache is warm (not a cold machine); `cold` means a fresh interpreter, env and stack.",
     ]
-    rows: dict[str, list[dict[str, Any]]] = {"cold": [], "attached": [], "no answer": [], "closed port": []}
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in (
+        "cold", "cold, with SDK checks", "attached", "attached, with SDK checks", "no answer", "closed port")}
     with tempfile.TemporaryDirectory(prefix="hokusai-bench-verdict-") as tmp:
         up = _Up(Path(tmp))
         silent = _silent_socket()
         try:
             silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
             nowhere = Path(tmp) / "no-such-state.json"
+            local = [py, "-m", "pytest", *ARGS, "--hokusai-target=local"]
+            cold = [*local, f"--hokusai-stack-state-file={nowhere}"]
+            attached = [*local, DURATIONS, f"--hokusai-stack-state-file={up.state}"]
+            # The targets are taken on the suite the README installs (no SDK: its four checks skip),
+            # the suite the issue's baselines ran; the runs with the SDK checks are shown beside them.
             kinds = {
-                "cold": ([py, "-m", "pytest", *ARGS, "--hokusai-target=local",
-                          f"--hokusai-stack-state-file={nowhere}"], {}),
-                "attached": ([py, "-m", "pytest", *ARGS, "--hokusai-target=local",
-                              f"--hokusai-stack-state-file={up.state}"], {}),
+                "cold": ([*cold, *NO_SDK], {}),
+                "cold, with SDK checks": (cold, {}),
+                "attached": ([*attached, *NO_SDK], {}),
+                "attached, with SDK checks": (attached, {}),
                 "no answer": ([py, "-m", "pytest", *ARGS, "--pyargs", "pytest_hokusai.checks",
                                f"--hokusai-api-url={silent_url}", f"--hokusai-auth-url={silent_url}"],
                               {"HOKUSAI_API_KEY": _FAKE_KEY}),
@@ -217,14 +240,16 @@ def run(quick: bool = False) -> dict[str, Any]:
                 for kind, (argv, env) in kinds.items():
                     load_start = load1()
                     out = _timed_run(argv, env)
-                    expected = 0 if kind in ("cold", "attached") else 1
+                    expected = 0 if kind.startswith(("cold", "attached")) else 1
                     if out["code"] != expected:
                         raise RuntimeError(f"{kind} run exited {out['code']}: {redact(out['text'][-1500:])}")
                     verdict, summary = _summary(out["text"])
                     row = {"wall": out["wall"], "verdict": verdict, "summary": summary,
                            "load1": [load_start, load1()], "text": out["text"]}
-                    if kind == "cold":
+                    if kind.startswith("cold"):
                         row.update(_cold_phases(out))
+                    if kind.startswith("attached"):
+                        row["durations"] = _durations(out["text"])
                     rows[kind].append(row)
         finally:
             silent.close()
@@ -233,16 +258,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     result["metrics"] = {"median_wall_s": medians,
                          "runs": {k: [{n: v for n, v in r.items() if n != "text"} for r in runs]
                                   for k, runs in rows.items()}}
-    cold = rows["cold"]
+    cold_runs = [(kind, i + 1, r) for kind in ("cold", "cold, with SDK checks") for i, r in enumerate(rows[kind])]
     result["tables"].append({
         "title": "Cold runs, phases (seconds)",
-        "columns": ["run", "total wall", "interpreter+imports", "collection", "stack: auth", "stack: MLflow",
+        "columns": ["kind", "run", "total wall", "interpreter+imports", "collection", "stack: auth", "stack: MLflow",
                     "stack: API", "waiting on stack", "checks", "teardown", "verdict", "pytest summary",
                     "load1 start/end"],
-        "rows": [[i + 1, fmt(r["wall"], 1), fmt(r["imports"], 1), fmt(r["collection"], 1), fmt(r["auth"], 1),
+        "rows": [[kind, i, fmt(r["wall"], 1), fmt(r["imports"], 1), fmt(r["collection"], 1), fmt(r["auth"], 1),
                   fmt(r["mlflow"], 1), fmt(r["api"], 1), fmt(r["wait"], 1), fmt(r["checks"], 1),
                   fmt(r["teardown"], 1), r["verdict"], r["summary"], f"{r['load1'][0]:.2f}/{r['load1'][1]:.2f}"]
-                 for i, r in enumerate(cold)],
+                 for kind, i, r in cold_runs],
     })
     result["tables"].append({
         "title": "Every run, in the order taken per round (seconds)",
@@ -251,27 +276,50 @@ def run(quick: bool = False) -> dict[str, Any]:
                   ", ".join(r["verdict"] for r in runs), ", ".join(f"{r['load1'][0]:.2f}" for r in runs)]
                  for kind, runs in rows.items()],
     })
+    passing = [r for kind, runs in rows.items() if kind.startswith(("cold", "attached")) for r in runs]
     no_answer_codes = ["HOST_UNREACHABLE" if "ROOT CAUSE: HOST_UNREACHABLE" in r["text"] else "other"
                        for r in rows["no answer"]]
+    readme = "the README's install: the SDK checks not run, as in the issue's baselines"
     result["targets"] += [
-        target("cold: median time to verdict, stack start included", f"<= {COLD_TARGET_S:.0f} s (quiet machine)",
-               f"{medians['cold']:.1f} s", medians["cold"] <= COLD_TARGET_S),
-        target("attached to a running stack: median time to verdict, full live suite",
+        target(f"cold: median time to verdict, stack start included ({readme})",
+               f"<= {COLD_TARGET_S:.0f} s (quiet machine)", f"{medians['cold']:.1f} s", medians["cold"] <= COLD_TARGET_S),
+        target(f"attached to a running stack: median time to verdict, full live suite ({readme})",
                f"<= {ATTACHED_TARGET_S:.0f} s", f"{medians['attached']:.1f} s", medians["attached"] <= ATTACHED_TARGET_S),
+        target("cold / attached with the vendored SDK installed (its four checks run; info)", "-",
+               f"{medians['cold, with SDK checks']:.1f} s / {medians['attached, with SDK checks']:.1f} s", None),
         target("never-answering port: median time to verdict", f"<= {NO_ANSWER_TARGET_S:.0f} s",
                f"{medians['no answer']:.1f} s (closed port: {medians['closed port']:.1f} s)",
                medians["no answer"] <= NO_ANSWER_TARGET_S),
         target("never-answering port: root cause", "HOST_UNREACHABLE", ", ".join(no_answer_codes),
                all(c == "HOST_UNREACHABLE" for c in no_answer_codes)),
-        target("cold and attached verdicts", "PASS", ", ".join(r["verdict"] for r in rows["cold"] + rows["attached"]),
-               all(r["verdict"] == "PASS" for r in rows["cold"] + rows["attached"])),
+        target("cold and attached verdicts", "PASS", ", ".join(r["verdict"] for r in passing),
+               all(r["verdict"] == "PASS" for r in passing)),
     ]
-    phase_medians = {p: _median([r[p] for r in cold]) for p in
-                     ("imports", "collection", "auth", "mlflow", "api", "wait", "checks", "teardown")}
-    result["metrics"]["cold_phase_medians_s"] = phase_medians
-    result["notes"].append(
-        "Cold phase medians: interpreter+imports {imports:.1f} s, collection {collection:.1f} s, stack start "
-        "auth {auth:.1f} s / MLflow {mlflow:.1f} s / API {api:.1f} s (auth and MLflow in parallel, overlapping "
-        "collection), waiting on the stack after collection {wait:.1f} s, checks {checks:.1f} s, teardown "
-        "{teardown:.1f} s.".format(**phase_medians))
+    with_sdk = rows["attached, with SDK checks"]
+    checks = sorted({name for r in with_sdk for name in r["durations"]},
+                    key=lambda name: -_median([r["durations"].get(name, 0.0) for r in with_sdk]))
+    check_medians = {name: _median([r["durations"].get(name, 0.0) for r in with_sdk]) for name in checks}
+    result["metrics"]["attached_check_medians_s"] = check_medians
+    result["tables"].append({
+        "title": "Where an attached run's seconds go: per check (setup + call + teardown) in the attached runs "
+                 "with the SDK checks, median, the 10 slowest",
+        "columns": ["check", "median s", "runs (s)"],
+        "rows": [[name, fmt(check_medians[name], 2), ", ".join(fmt(r["durations"].get(name, 0.0), 2) for r in with_sdk)]
+                 for name in checks[:10]],
+    })
+    for kind in ("attached", "attached, with SDK checks"):
+        own = _median([sum(r["durations"].values()) for r in rows[kind]])
+        rest = _median([r["wall"] - sum(r["durations"].values()) for r in rows[kind]])
+        result["notes"].append(
+            f"{kind}: the checks' own time is {own:.1f} s (median); interpreter start, imports, attaching, "
+            f"collection, the diagnosis and exit take the other {rest:.1f} s of the wall time.")
+    for kind in ("cold", "cold, with SDK checks"):
+        phase_medians = {p: _median([r[p] for r in rows[kind]]) for p in
+                         ("imports", "collection", "auth", "mlflow", "api", "wait", "checks", "teardown")}
+        result["metrics"][f"{kind}_phase_medians_s"] = phase_medians
+        result["notes"].append(
+            ("{kind}: phase medians: interpreter+imports {imports:.1f} s, collection {collection:.1f} s, stack "
+             "start auth {auth:.1f} s / MLflow {mlflow:.1f} s / API {api:.1f} s (auth and MLflow in parallel, "
+             "overlapping collection), waiting on the stack after collection {wait:.1f} s, checks {checks:.1f} s, "
+             "teardown {teardown:.1f} s.").format(kind=kind, **phase_medians))
     return result
