@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from .secret import Secret
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["MLFLOW_ENV_VARS", "fluent_uris", "make_client", "mlflow_env"]
+__all__ = ["MLFLOW_ENV_VARS", "fluent_uris", "make_client", "mlflow_env", "mlflow_globals_kept", "scoped_environ"]
 
 #: Environment variables :func:`mlflow_env` sets or clears (and restores afterwards).
 MLFLOW_ENV_VARS = (
@@ -33,21 +33,68 @@ _env_lock = threading.RLock()
 
 # -- scoped client configuration ------------------------------------------------------------------
 @contextmanager
-def fluent_uris(tracking_uri: str) -> Iterator[None]:
-    """Point mlflow's process-global tracking and registry URIs at ``tracking_uri``, then restore."""
-    import mlflow
+def scoped_environ(values: Mapping[str, str | Secret | None], *, restore: Iterable[str] = ()) -> Iterator[None]:
+    """Set each variable of ``values`` (a :class:`Secret` is revealed only here, so that no local holds
+    the key for a ``--showlocals`` traceback) or remove it (``None``) for the block; afterwards those
+    and the ``restore`` names are exactly as before (absent ones removed), whatever the block did."""
+    saved = {name: os.environ.get(name) for name in dict.fromkeys([*values, *restore])}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value.reveal() if isinstance(value, Secret) else value
+        yield
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
+
+
+def _mlflow_globals() -> tuple[Any, Any] | None:
+    """mlflow's process-global (tracking, registry) URIs, or None while mlflow is not imported."""
+    if "mlflow" not in sys.modules:
+        return None
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    previous_tracking = tracking_utils._tracking_uri
-    previous_registry = registry_utils._registry_uri
-    mlflow.set_tracking_uri(tracking_uri)
-    setattr(registry_utils, "_registry_uri", tracking_uri)  # noqa: B010  # a private global of mlflow
+    return tracking_utils._tracking_uri, registry_utils._registry_uri
+
+
+@contextmanager
+def mlflow_globals_kept() -> Iterator[None]:
+    """mlflow's process-global tracking and registry URIs are as before after the block (unset if
+    mlflow was imported only inside it), whatever the block changed (``mlflow.set_tracking_uri``,
+    the SDK). Imports mlflow only if it is imported by then."""
+    saved = _mlflow_globals()
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]  # None means unset
-        setattr(registry_utils, "_registry_uri", previous_registry)  # noqa: B010
+        if "mlflow" in sys.modules:
+            import mlflow
+            from mlflow.tracking._model_registry import utils as registry_utils
+
+            previous_tracking, previous_registry = saved or (None, None)
+            mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]  # None means unset
+            setattr(registry_utils, "_registry_uri", previous_registry)  # noqa: B010  # a private global of mlflow
+
+
+def _point_mlflow_globals(tracking_uri: str) -> None:
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    mlflow.set_tracking_uri(tracking_uri)
+    setattr(registry_utils, "_registry_uri", tracking_uri)  # noqa: B010
+
+
+@contextmanager
+def fluent_uris(tracking_uri: str) -> Iterator[None]:
+    """Point mlflow's process-global tracking and registry URIs at ``tracking_uri``, then restore."""
+    with mlflow_globals_kept():
+        _point_mlflow_globals(tracking_uri)
+        yield
 
 
 @contextmanager
@@ -71,9 +118,9 @@ def mlflow_env(
     """
     if max_retries < 0:
         raise ValueError("max_retries must be >= 0")
-    values: dict[str, str | None] = {
+    values: dict[str, str | Secret | None] = {  # the key stays a Secret until scoped_environ writes it
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_TRACKING_TOKEN": key.reveal() if key else None,
+        "MLFLOW_TRACKING_TOKEN": key,
         "MLFLOW_TRACKING_USERNAME": None,
         "MLFLOW_TRACKING_PASSWORD": None,
         "MLFLOW_REGISTRY_URI": None,
@@ -81,39 +128,10 @@ def mlflow_env(
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(request_timeout))),
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    with _env_lock:
-        saved = {name: os.environ.get(name) for name in MLFLOW_ENV_VARS}
-        had_mlflow = "mlflow" in sys.modules
-        globals_saved: tuple[Any, Any] | None = None
-        try:
-            for name, value in values.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            if had_mlflow:
-                from mlflow.tracking._model_registry import utils as registry_utils
-                from mlflow.tracking._tracking_service import utils as tracking_utils
-
-                globals_saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-                import mlflow
-
-                mlflow.set_tracking_uri(tracking_uri)
-                setattr(registry_utils, "_registry_uri", tracking_uri)  # noqa: B010
-            yield
-        finally:
-            if "mlflow" in sys.modules:
-                import mlflow
-                from mlflow.tracking._model_registry import utils as registry_utils
-
-                previous_tracking, previous_registry = globals_saved or (None, None)
-                mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]  # None means unset
-                setattr(registry_utils, "_registry_uri", previous_registry)  # noqa: B010
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with _env_lock, scoped_environ(values, restore=MLFLOW_ENV_VARS), mlflow_globals_kept():
+        if "mlflow" in sys.modules:  # else the variables above are what mlflow reads when imported
+            _point_mlflow_globals(tracking_uri)
+        yield
 
 
 def make_client(tracking_uri: str) -> MlflowClient:

@@ -36,6 +36,7 @@ from .canary import canary_name
 from .diagnosis.evidence import FACT_TRACKING_URI_MOVED_TO
 from .diagnosis.matchers.client import EVENT_LABEL, FACT_SDK_FAILURES
 from .evidence import Exchange, clean_url, excerpt, request_body_shape
+from .mlflow_config import mlflow_globals_kept, scoped_environ
 from .secret import Secret, redact
 
 __all__ = [
@@ -134,25 +135,8 @@ def sdk_environment(*, api_url: str, tracking_uri: str, key: Secret) -> Iterator
         "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_TRACKING_TOKEN": key,
         "MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None,
     }
-    saved = {name: os.environ.get(name) for name in SDK_ENV_VARS}
-    tracking_utils = _mlflow_tracking_utils()
-    saved_global = tracking_utils._tracking_uri if tracking_utils is not None else None
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value.reveal() if isinstance(value, Secret) else value
+    with scoped_environ(values, restore=SDK_ENV_VARS), mlflow_globals_kept():
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        tracking_utils = _mlflow_tracking_utils()
-        if tracking_utils is not None:
-            tracking_utils._tracking_uri = saved_global
 
 
 @contextmanager
@@ -182,14 +166,6 @@ def sdk_backoff_skipped() -> Iterator[list[float]]:
         yield skipped
     finally:
         time.sleep = real_sleep
-
-
-def _mlflow_tracking_utils() -> Any:
-    if "mlflow" not in sys.modules:
-        return None
-    from mlflow.tracking._tracking_service import utils
-
-    return utils
 
 
 def cli_environment(*, api_url: str, tracking_uri: str, key: Secret, timeout_s: float,

@@ -279,3 +279,20 @@ def test_record_mlflow_http_nests_and_restores(httpserver: HTTPServer, key: Secr
     assert rest_utils.http_request is original
     assert len([e for e in inner.all() if SEARCH in e.url]) == 1
     assert len([e for e in outer.all() if SEARCH in e.url]) == 2
+
+
+def test_scoped_environ_sets_removes_and_restores_exactly(monkeypatch):
+    from pytest_hokusai.mlflow_config import scoped_environ
+    from pytest_hokusai.secret import Secret
+
+    monkeypatch.setenv("HK_TEST_KEEP", "before")
+    monkeypatch.setenv("HK_TEST_GONE", "present")
+    monkeypatch.delenv("HK_TEST_NEW", raising=False)
+    monkeypatch.delenv("HK_TEST_TOUCHED", raising=False)
+    with scoped_environ({"HK_TEST_NEW": Secret("hk_live_" + "Q" * 32, source="test"), "HK_TEST_GONE": None,
+                         "HK_TEST_KEEP": "during"}, restore=["HK_TEST_TOUCHED"]):
+        assert os.environ["HK_TEST_NEW"] == "hk_live_" + "Q" * 32  # written revealed
+        assert "HK_TEST_GONE" not in os.environ and os.environ["HK_TEST_KEEP"] == "during"
+        os.environ["HK_TEST_TOUCHED"] = "by the block"  # e.g. the SDK writing a variable
+    assert "HK_TEST_NEW" not in os.environ and "HK_TEST_TOUCHED" not in os.environ
+    assert os.environ["HK_TEST_GONE"] == "present" and os.environ["HK_TEST_KEEP"] == "before"
