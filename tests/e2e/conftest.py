@@ -14,13 +14,11 @@ Under pytest-xdist every worker starts its own stack (free ports, its own data d
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import secrets
 import socket
 import string
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.support.fixedserver import FixedAnswerServer, serving
 
 if TYPE_CHECKING:
     from pytest_hokusai.secret import Secret
@@ -244,62 +244,15 @@ def run_live(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request
 
 
 # -- a loopback server that counts connections, and a closed port --------------------------------
-class CountingServer(http.server.ThreadingHTTPServer):
-    """Counts every TCP connection it accepts and every HTTP request; answers 200 ``{}``."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests: list[str] = []
-        self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _CountingHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
-            self.connections += 1
-        super().process_request(request, client_address)
-
-
-class _CountingHandler(http.server.BaseHTTPRequestHandler):
-    server: CountingServer
-
-    def _answer(self) -> None:
-        with self.server._lock:
-            self.server.requests.append(f"{self.command} {self.path}")
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def counting_server() -> Iterator[CountingServer]:
-    """A loopback HTTP server in a thread; ``.connections`` and ``.requests`` say what reached it.
+def counting_server() -> Iterator[FixedAnswerServer]:
+    """A loopback HTTP server in a thread that answers 200 ``{}``; ``.connections`` and ``.requests``
+    say what reached it.
 
     Scope: function.
     """
-    server = CountingServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with serving(FixedAnswerServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def closed_port_url() -> str:

@@ -31,8 +31,9 @@ from typing import Any
 import pytest
 
 from pytest_hokusai.diagnosis import RULES
+from tests.support.fixedserver import FixedAnswerServer
 
-from .conftest import SMALL_EDGE_ARGS, CountingServer, clean_environment, make_key, short_id
+from .conftest import SMALL_EDGE_ARGS, clean_environment, make_key, short_id
 from .test_live_suite import MAY_SKIP, PROXY_KEY_CHECKS
 
 HOST_INI = """\
@@ -212,7 +213,7 @@ def test_unrelated_project_prints_no_hokusai_line(pytester: pytest.Pytester, mon
 
 def test_collect_only_lists_the_checks_without_a_key(pytester: pytest.Pytester,
                                                      monkeypatch: pytest.MonkeyPatch,
-                                                     counting_server: CountingServer) -> None:
+                                                     counting_server: FixedAnswerServer) -> None:
     clean_environment(monkeypatch)
     pytester.makefile(".ini", pytest=HOST_INI)
     result = pytester.runpytest_subprocess("--pyargs", "pytest_hokusai.checks", "-m", "live", "--collect-only",
@@ -225,7 +226,7 @@ def test_collect_only_lists_the_checks_without_a_key(pytester: pytest.Pytester,
 
 def test_malformed_key_is_a_usage_error_with_one_message(pytester: pytest.Pytester,
                                                          monkeypatch: pytest.MonkeyPatch,
-                                                         counting_server: CountingServer) -> None:
+                                                         counting_server: FixedAnswerServer) -> None:
     clean_environment(monkeypatch)
     pytester.makefile(".ini", pytest=HOST_INI)
     garbage = "garbage-" + make_key()[-6:]
@@ -284,7 +285,7 @@ def test_deployment_answer(hokusai_session, hokusai_settings):
 
 def test_crashing_checks_get_suite_error_not_a_deployment_code(pytester: pytest.Pytester,
                                                               monkeypatch: pytest.MonkeyPatch,
-                                                              counting_server: CountingServer) -> None:
+                                                              counting_server: FixedAnswerServer) -> None:
     clean_environment(monkeypatch)
     pytester.makefile(".ini", pytest=HOST_INI)
     pytester.makepyfile(test_crashing=CRASHING_CHECKS)

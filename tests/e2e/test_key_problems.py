@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import CountingServer, LiveRun, closed_port_url, make_key
+from tests.support.fixedserver import FixedAnswerServer
+
+from .conftest import LiveRun, closed_port_url, make_key
 
 #: The issue's explicit bound for a run against an unreachable deployment.
 UNREACHABLE_BOUND_S = 15.0
 
 
-def _run_against(run_live, server: CountingServer, *args: str, **kwargs) -> LiveRun:
+def _run_against(run_live, server: FixedAnswerServer, *args: str, **kwargs) -> LiveRun:
     return run_live(*args, api_url=server.url, auth_url=server.url, use_stack=False, **kwargs)
 
 

@@ -18,14 +18,14 @@ behaviours need (each run still imports MLflow and trains the toy model once).
 
 from __future__ import annotations
 
-import http.server
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.support.fixedserver import FixedAnswerServer, serving
 
 from .conftest import FAST_SELECTION, PYTEST_INI, LiveRun, closed_port_url, leftover_names, registered_models
 
@@ -120,36 +120,10 @@ CATCH_ALL = (b"<!doctype html><html><head><meta charset=utf-8><title>Hokusai | O
              b"<body><div id=root></div></body></html>")
 
 
-class _CatchAll(http.server.BaseHTTPRequestHandler):
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(CATCH_ALL)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(CATCH_ALL)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def website() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CatchAll)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(FixedAnswerServer(CATCH_ALL, "text/html; charset=utf-8")) as server:
+        yield server.url
 
 
 def test_a_catch_all_website_url_is_not_hokusai_api_never_auth_bypass(run_live, website):
