@@ -149,13 +149,15 @@ def remove_registration(
     uri = str(getattr(client, "tracking_uri", "") or "")
     left: list[Leftover] = []
     if model:
-        problems = []
+        failed_versions: dict[str, list[str]] = {}  # one line per distinct error, with the versions it hit
         for version in versions:
             try:
                 client.delete_model_version(model, str(version))
             except Exception as exc:  # noqa: BLE001  # clean-up reports, never raises
                 if _code(exc) != "RESOURCE_DOES_NOT_EXIST":
-                    problems.append(f"delete version {version}: {_short(exc)}")
+                    failed_versions.setdefault(_short(exc), []).append(str(version))
+        problems = [f"delete version{'s' if len(hit) > 1 else ''} {', '.join(hit)}: {error}"
+                    for error, hit in failed_versions.items()]
         if not problems and (versions or model_created):
             try:
                 remaining = list(client.search_model_versions(f"name='{model}'"))

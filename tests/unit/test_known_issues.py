@@ -132,3 +132,50 @@ def test_canary_names_are_a_small_fixed_recognisable_set() -> None:
     assert not is_canary("hokusai-check-model-main-123")
     with pytest.raises(ValueError, match="known: registration"):
         canary_name("nope")
+
+
+def test_terminal_groups_leftovers_that_stayed_for_one_reason() -> None:
+    from pytest_hokusai.canary import model_leftover
+
+    uri = "http://127.0.0.1:8001/api/mlflow"
+    missing = "INVALID_PARAMETER_VALUE: Missing value for required parameter 'name'."
+    state = RunState()
+    state.add_leftover(model_leftover("hokusai-canary-proxy", f"delete version 1: {missing}", uri))
+    state.add_leftover(model_leftover("hokusai-canary-concurrency", f"delete versions 1, 2, 3: {missing}", uri))
+    state.add_leftover(model_leftover("hokusai-canary-triage", "DELETE /api/mlflow/... -> 400 Missing value", uri))
+    state.add_leftover(Leftover("artifact", "hokusai-triage/x.txt", "DELETE -> 404", "delete it from the store"))
+    lines = leftover_lines(state.leftovers)
+
+    assert lines[0] == "3 registered_models: hokusai-canary-proxy, hokusai-canary-concurrency, hokusai-canary-triage"
+    assert lines[1] == "    why (hokusai-canary-triage): DELETE /api/mlflow/... -> 400 Missing value"
+    assert lines[2] == f"    why (the other 2): {missing}"
+    assert lines[3].startswith(f"    remove, for each: MlflowClient(tracking_uri={uri!r}).delete_registered_model(<name>)")
+    assert "hokusai-canary" not in lines[3]  # the names are on the first line, once
+    assert lines[4:] == ["artifact hokusai-triage/x.txt: DELETE -> 404", "    remove: delete it from the store"]
+    assert len(state.leftovers) == 4  # the reports keep one entry each
+
+
+def test_clean_up_names_each_distinct_error_once_with_the_versions_it_hit() -> None:
+    from pytest_hokusai.canary import remove_registration
+
+    class Refusing:
+        tracking_uri = "http://127.0.0.1:8001/api/mlflow"
+
+        def delete_model_version(self, name, version):
+            raise RuntimeError("INVALID_PARAMETER_VALUE: Missing value for required parameter 'name'.")
+
+        def search_experiments(self, *args, **kwargs):
+            return []
+
+    left = remove_registration(Refusing(), model="hokusai-canary-concurrency", versions=["1", "2", "3"])
+    assert [x.why for x in left] == [
+        "delete versions 1, 2, 3: INVALID_PARAMETER_VALUE: Missing value for required parameter 'name'."]
+
+
+def test_one_reason_for_all_reads_once() -> None:
+    from pytest_hokusai.canary import model_leftover
+
+    state = RunState()
+    for name in ("hokusai-canary-a", "hokusai-canary-b"):
+        state.add_leftover(model_leftover(name, "delete version 1: 403 Forbidden"))
+    assert leftover_lines(state.leftovers)[1] == "    why (all 2): 403 Forbidden"
