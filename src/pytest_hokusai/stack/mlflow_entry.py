@@ -60,17 +60,16 @@ def _version(text: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (10**6, 0)
 
 
+_OPTIONS = ("host", "port", "static_prefix", "artifacts_destination", "backend_store_uri", "allowed_hosts")
+
+
 def _parser() -> argparse.ArgumentParser:
     # The options the stack passes (stack/mlflow_server.py, mlflow_command); any other -> the CLI.
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--host", required=True)
-    parser.add_argument("--port", required=True)
+    for name in _OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"))
     parser.add_argument("--workers", default="1")
-    parser.add_argument("--static-prefix", required=True)
     parser.add_argument("--serve-artifacts", action="store_true")
-    parser.add_argument("--artifacts-destination", required=True)
-    parser.add_argument("--backend-store-uri", required=True)
-    parser.add_argument("--allowed-hosts", required=True)
     return parser
 
 
@@ -208,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     options, unknown = _parser().parse_known_args(args)
     if unknown:
         run_cli_instead(args, given_env, f"options this entry does not know: {unknown}")
+    missing = [name for name in _OPTIONS if getattr(options, name) is None]
+    if missing:
+        run_cli_instead(args, given_env, f"options this entry needs are not given: {missing}")
     from importlib.metadata import version
 
     mlflow_version = version("mlflow")
