@@ -402,7 +402,7 @@ def test_cli_up_keys_and_ctrl_c(tmp_path: Path) -> None:
         assert state_file == data_dir / "stack.json" and stat.S_IMODE(state_file.stat().st_mode) == 0o600
         assert up_key.reveal() not in state_file.read_text()
         children = descendants(up.pid)
-        assert len(children) >= 5
+        assert len(children) >= 4  # MLflow (one process, direct launch), auth, API, watchdog
         assert any(line.startswith("hokusai-stack: MLflow ready in") for line in err)
         state = json.loads(state_file.read_text())
 
