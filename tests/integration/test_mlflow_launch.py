@@ -85,6 +85,13 @@ def status(url: str, host: str | None = None) -> int:
         return exc.code
 
 
+def answers(rest_root: str) -> tuple[int, int, int]:
+    """Status of a REST call, of the served artifacts' listing, of a REST call with a foreign Host."""
+    search = rest_root + "/api/2.0/mlflow/experiments/search?max_results=1"
+    return (status(search), status(rest_root + "/api/2.0/mlflow-artifacts/artifacts"),
+            status(search, "registry.hokus.ai"))
+
+
 def comparable(env: dict[str, str]) -> dict[str, str]:
     """MLflow variables, masked like the entry's report, per-boot ones as a presence marker."""
     return {k: ("<per boot>" if k in PER_BOOT else mask(v)) for k, v in mlflow_variables(env).items()}
@@ -110,7 +117,7 @@ def assert_direct_equals_cli(server: ServerPython, tmp_path: Path) -> None:
         assert proc_cmdline(leader)[1:4] == ["-m", "mlflow", "server"]
         assert len(workers) == 1, f"the CLI's group: {cli.pids()}"
         worker_env, worker_cmd = proc_environ(workers[0]), proc_cmdline(workers[0])
-        cli_statuses = (status(base + "/mlflow/health"), status(base + "/mlflow/health", "registry.hokus.ai"))
+        cli_statuses = answers(base + server.rest_prefix)
     finally:
         cli.stop()
     assert not alive([leader, *workers])
@@ -121,7 +128,7 @@ def assert_direct_equals_cli(server: ServerPython, tmp_path: Path) -> None:
         pids = direct.pids()
         direct_cmd = proc_cmdline(direct.pid)
         reports = entry_reports(direct)
-        direct_statuses = (status(base + "/mlflow/health"), status(base + "/mlflow/health", "registry.hokus.ai"))
+        direct_statuses = answers(base + server.rest_prefix)
     finally:
         direct.stop()
     assert not alive(pids)
@@ -141,8 +148,8 @@ def assert_direct_equals_cli(server: ServerPython, tmp_path: Path) -> None:
     assert comparable(report["env"]) == comparable(worker_env)
     assert worker_env["_MLFLOW_STATIC_PREFIX"] == "/mlflow" and worker_env["_MLFLOW_SERVER_SERVE_ARTIFACTS"] == "true"
     assert worker_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    # and the same answers: health, MLflow's 403 for a Host that is not allowed
-    assert cli_statuses == direct_statuses == (200, 403)
+    # and the same answers: REST, served artifacts, MLflow's 403 for a Host that is not allowed
+    assert cli_statuses == direct_statuses == (200, 200, 403), (cli_statuses, direct_statuses)
 
 
 def test_direct_launch_configures_the_installed_mlflow_like_its_cli(tmp_path: Path) -> None:
