@@ -219,6 +219,11 @@ def test_broken_template_is_not_copied_but_remade(tmp_path: Path, monkeypatch: p
     assert prepare_database(data, "3.9.0", "/py", direct=True) == [TEMPLATE_OPTION, str(template)]
     assert not (data / "mlflow.db").exists()
     assert template_path("3.9.0", "/py") != template_path("3.9.0", "/other/py") != template_path("3.11.1", "/py")
+    env_a, env_b = tmp_path / "a" / "python", tmp_path / "b" / "python"  # two virtualenvs, one base python
+    for link in (env_a, env_b):
+        link.parent.mkdir()
+        link.symlink_to(sys.executable)
+    assert template_path("3.9.0", str(env_a)) != template_path("3.9.0", str(env_b))
     (data / "mlflow.db").write_bytes(b"the user's")
     assert prepare_database(data, "3.9.0", "/py", direct=True) == []  # an existing store is left alone
     assert (data / "mlflow.db").read_bytes() == b"the user's"

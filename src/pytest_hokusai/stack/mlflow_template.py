@@ -38,7 +38,8 @@ def cache_dir() -> Path:
 
 def template_path(mlflow_version: str, python: str) -> Path:
     """Where the template for MLflow ``mlflow_version`` run by ``python`` lives."""
-    which = hashlib.sha256(os.path.realpath(python).encode()).hexdigest()[:12]
+    # abspath, not realpath: every virtualenv's python is a symlink to the same base interpreter
+    which = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:12]
     safe_version = "".join(c if c.isalnum() or c in ".-" else "_" for c in mlflow_version)
     return cache_dir() / "mlflow-sqlite" / f"mlflow-{safe_version}-{which}.db"
 
