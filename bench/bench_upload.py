@@ -165,13 +165,15 @@ def _start_proxy_to(stack: Any, upstream: str) -> Any:
 
 
 def _mlflow_worker_pid(stack: Any) -> int | None:
-    """The MLflow server's uvicorn worker (the process that receives and buffers request bodies)."""
+    """The MLflow server's uvicorn worker (the process that receives and buffers request bodies): the
+    direct entry itself (stack/mlflow_entry.py), or the CLI's ``python -m uvicorn`` child."""
     for proc in getattr(stack, "_processes", ()):
         if getattr(proc, "name", "") == "MLflow":
             for pid in proc.pids():
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                        if b"uvicorn" in fh.read():
+                        cmdline = fh.read()
+                        if b"uvicorn" in cmdline or b"mlflow_entry.py" in cmdline:
                             return int(pid)
                 except OSError:
                     continue

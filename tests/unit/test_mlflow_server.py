@@ -125,3 +125,105 @@ def test_stack_mlflow_python_setting(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"hokusai setting 'stack-mlflow-python'.*executable python"):
         resolve_settings({"hokusai_stack_mlflow_python": str(tmp_path / "missing")}, {}, {})
     assert os.access(sys.executable, os.X_OK)
+
+
+# -- how the server is launched (stack/mlflow_entry.py) ----------------------------------------
+def test_launch_mode_defaults_to_direct_and_names_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    from pytest_hokusai.stack.mlflow_server import ENTRY_SCRIPT, LAUNCH_ENV, launch_mode
+
+    monkeypatch.delenv(LAUNCH_ENV, raising=False)
+    assert launch_mode() == "direct"
+    monkeypatch.setenv(LAUNCH_ENV, "CLI")
+    assert launch_mode() == "cli" and launch_mode("direct") == "direct"
+    monkeypatch.setenv(LAUNCH_ENV, "fast")
+    with pytest.raises(StackError, match=r"HOKUSAI_STACK_MLFLOW_LAUNCH='fast'.*direct, cli"):
+        launch_mode()
+    argv = mlflow_command(port=7, data_dir=tmp_path, launch="direct", entry_args=["--x", "y"])
+    assert argv[:4] == [sys.executable, str(ENTRY_SCRIPT), "--x", "y"]
+    assert argv[4:] == mlflow_command(port=7, data_dir=tmp_path, launch="cli")[4:]
+
+
+def test_entry_imports_only_the_stdlib_mlflow_and_uvicorn() -> None:
+    """The server's Python may be an environment without pytest_hokusai (or anything else)."""
+    import ast
+
+    from pytest_hokusai.stack.mlflow_server import ENTRY_SCRIPT
+
+    tree = ast.parse(ENTRY_SCRIPT.read_text())
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))
+    assert names - set(sys.stdlib_module_names) == {"mlflow", "uvicorn"}
+    top_level = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+                 for alias in node.names} | {node.module.split(".")[0] for node in tree.body
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert not top_level & {"mlflow", "uvicorn"}  # imported only once the environment is set
+
+
+def test_entry_compares_every_mlflow_variable() -> None:
+    from pytest_hokusai.stack.mlflow_entry import env_differences
+
+    same = {"MLFLOW_A": "1", "_MLFLOW_B": "2", "PATH": "/bin", "_MLFLOW_SERVER_BOOT_ID": "x"}
+    assert env_differences(same, {**same, "PATH": "/usr/bin", "_MLFLOW_SERVER_BOOT_ID": "y"}) == []
+    assert env_differences(same, {**same, "MLFLOW_A": "3"}) == ["MLFLOW_A: MLflow sets '3', not '1'"]
+    assert env_differences(same, {**same, "MLFLOW_NEW": "1"}) == ["MLFLOW_NEW='1' set by MLflow, not known here"]
+    assert env_differences(same, {"_MLFLOW_B": "2"}) == ["MLFLOW_A not set by MLflow"]
+    assert env_differences({"MLFLOW_TRACKING_URI": "postgresql://u:pw@h/db"}, {}) == [
+        "MLFLOW_TRACKING_URI not set by MLflow"]
+    assert env_differences({"MLFLOW_X": "postgresql://u:pw@h/db"}, {"MLFLOW_X": "postgresql://u:pw@h/d2"}) == [
+        "MLFLOW_X: MLflow sets 'postgresql://u:***@h/d2', not 'postgresql://u:***@h/db'"]
+
+
+def test_entry_runs_only_one_uvicorn_worker_of_the_app_in_process() -> None:
+    import argparse
+
+    from pytest_hokusai.stack.mlflow_entry import APP, command_problems
+
+    options = argparse.Namespace(host="127.0.0.1", port="5000")
+    good = ["py", "-m", "uvicorn", "--log-config", "x.yaml", "--host", "127.0.0.1", "--port", "5000",
+            "--workers", "1", APP]
+    assert command_problems(good, options) == []
+    assert command_problems([*good[:-3], "4", APP], options) == ["uvicorn --workers is not 1"]
+    assert command_problems(["py", "-m", "gunicorn", *good[3:]], options)
+    assert command_problems([*good[:-1], "mlflow.server:app"], options)
+    assert command_problems([*good[:3], "--reload", *good[3:]], options) == ["uvicorn --reload"]
+
+
+def test_expected_worker_env_follows_the_versions_read(tmp_path: Path) -> None:
+    import argparse
+
+    from pytest_hokusai.stack.mlflow_entry import expected_worker_env
+
+    options = argparse.Namespace(backend_store_uri="sqlite:///x.db", artifacts_destination="/a",
+                                 static_prefix="/mlflow", allowed_hosts="h:1", serve_artifacts=True)
+    v39, v311, v317 = (expected_worker_env(options, v) for v in ("3.9.0", "3.11.1", "3.17.2"))
+    assert "MLFLOW_ENABLE_WORKSPACES" not in v39 and v311["MLFLOW_ENABLE_WORKSPACES"] == "false"
+    assert "_MLFLOW_IN_JOB_EXECUTOR" not in v311 and v317["_MLFLOW_IN_JOB_EXECUTOR"] == "false"
+    assert v39["_MLFLOW_SERVER_FILE_STORE"] == v39["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
+
+
+def test_broken_template_is_not_copied_but_remade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_hokusai.stack.mlflow_entry import TEMPLATE_OPTION
+    from pytest_hokusai.stack.mlflow_template import CACHE_DIR_ENV, prepare_database, template_path
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    assert prepare_database(data, "3.9.0", "/py", direct=False) == []  # the CLI does not make one
+    template = template_path("3.9.0", "/py")
+    assert prepare_database(data, "3.9.0", "/py", direct=True) == [TEMPLATE_OPTION, str(template)]
+    template.write_bytes(b"half a file")
+    assert prepare_database(data, "3.9.0", "/py", direct=True) == [TEMPLATE_OPTION, str(template)]
+    assert not (data / "mlflow.db").exists()
+    assert template_path("3.9.0", "/py") != template_path("3.9.0", "/other/py") != template_path("3.11.1", "/py")
+    env_a, env_b = tmp_path / "a" / "python", tmp_path / "b" / "python"  # two virtualenvs, one base python
+    for link in (env_a, env_b):
+        link.parent.mkdir()
+        link.symlink_to(sys.executable)
+    assert template_path("3.9.0", str(env_a)) != template_path("3.9.0", str(env_b))
+    (data / "mlflow.db").write_bytes(b"the user's")
+    assert prepare_database(data, "3.9.0", "/py", direct=True) == []  # an existing store is left alone
+    assert (data / "mlflow.db").read_bytes() == b"the user's"

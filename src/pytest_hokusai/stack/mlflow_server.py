@@ -17,7 +17,12 @@ client can be paired with the platform's server version (3.9.0) whatever client 
 
 Startup cost: by default MLflow 3.x starts a job-execution subsystem and 4 workers (about eleven
 processes, 1.5 GB, 20+ s). With ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` and one worker it is
-two processes (the ``mlflow`` CLI and one uvicorn worker) and about 8 s on two cores.
+two processes (the ``mlflow`` CLI and one uvicorn worker), each importing ``mlflow.server`` (about
+5 s on two quiet cores). By default the stack runs :mod:`.mlflow_entry` instead (``launch="direct"``):
+MLflow's own ``server`` command and its uvicorn worker in one process, one import, the same
+configuration (the entry checks it, and becomes the plain CLI when it differs), about 3.5 s; and a
+fresh SQLite store starts from a migrated template (:mod:`.mlflow_template`).
+``HOKUSAI_STACK_MLFLOW_LAUNCH=cli`` runs ``python -m mlflow server`` as before.
 """
 
 from __future__ import annotations
@@ -26,24 +31,30 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from ..errors import StackError
 from .extra import STACK_INSTALL
+from .mlflow_template import prepare_database
 from .process import ManagedProcess, http_ok, minimal_env
 
 __all__ = [
+    "ENTRY_SCRIPT",
+    "LAUNCH_ENV",
+    "LAUNCH_MODES",
     "REST_PREFIXED_SINCE",
     "SERVER_PYTHON_ENV",
     "STATIC_PREFIX",
     "ServerPython",
     "find_server_python",
+    "launch_mode",
     "mlflow_command",
     "mlflow_env",
     "mlflow_ready_check",
+    "mlflow_server_options",
     "rest_prefix_for",
     "start_mlflow",
 ]
@@ -54,6 +65,11 @@ STATIC_PREFIX = "/mlflow"
 REST_PREFIXED_SINCE = (3, 12)
 #: The Python whose ``mlflow server`` the stack runs (default: this interpreter).
 SERVER_PYTHON_ENV = "HOKUSAI_STACK_MLFLOW_PYTHON"
+#: How the stack starts MLflow: ``direct`` (default, :data:`ENTRY_SCRIPT`) or ``cli`` (``mlflow server``).
+LAUNCH_ENV = "HOKUSAI_STACK_MLFLOW_LAUNCH"
+LAUNCH_MODES = ("direct", "cli")
+#: Run by path with the server's Python, which need not have pytest_hokusai installed.
+ENTRY_SCRIPT = Path(__file__).resolve().with_name("mlflow_entry.py")
 _PROBE_TIMEOUT_S = 60.0
 # Run by the other environment's interpreter: the version of its *full* MLflow (mlflow-skinny
 # alone has no server), without importing mlflow (seconds).
@@ -131,17 +147,24 @@ def default_backend_store_uri(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'mlflow.db').resolve()}"
 
 
-def mlflow_command(
+def launch_mode(launch: str | None = None) -> str:
+    """``launch``, else ``$HOKUSAI_STACK_MLFLOW_LAUNCH``, else ``"direct"``; a clear error otherwise."""
+    chosen = (launch or os.environ.get(LAUNCH_ENV, "")).strip().lower() or "direct"
+    if chosen not in LAUNCH_MODES:
+        raise StackError(f"{LAUNCH_ENV}={chosen!r} is not a launch mode; use one of {', '.join(LAUNCH_MODES)} "
+                         "(cli: `python -m mlflow server`, direct: the same server in one process)")
+    return chosen
+
+
+def mlflow_server_options(
     *,
     port: int,
     data_dir: Path,
     backend_store_uri: str | None = None,
     host: str = "127.0.0.1",
     workers: int = 1,
-    python: str | None = None,
 ) -> list[str]:
-    """The ``mlflow server`` argv: ``python``'s MLflow (default this interpreter's), one worker,
-    static prefix, artifacts.
+    """The ``mlflow server`` options: one worker, static prefix, artifacts, allowed hosts.
 
     ``backend_store_uri`` is any SQLAlchemy URL (``postgresql://...``); default SQLite in
     ``data_dir``. Artifacts go to ``data_dir/artifacts``, served through the tracking server.
@@ -150,7 +173,6 @@ def mlflow_command(
     """
     data_dir = Path(data_dir).resolve()
     return [
-        python or sys.executable, "-m", "mlflow", "server",
         "--host", host,
         "--port", str(port),
         "--workers", str(workers),
@@ -160,6 +182,27 @@ def mlflow_command(
         "--backend-store-uri", backend_store_uri or default_backend_store_uri(data_dir),
         "--allowed-hosts", f"{host}:{port},localhost:{port}",
     ]
+
+
+def mlflow_command(
+    *,
+    port: int,
+    data_dir: Path,
+    backend_store_uri: str | None = None,
+    host: str = "127.0.0.1",
+    workers: int = 1,
+    python: str | None = None,
+    launch: str = "cli",
+    entry_args: Sequence[str] = (),
+) -> list[str]:
+    """The server's argv with ``python`` (default this interpreter) and :func:`mlflow_server_options`:
+    ``python -m mlflow server ...`` (``launch="cli"``) or ``python mlflow_entry.py [entry_args] ...``
+    (``launch="direct"``, see :mod:`.mlflow_entry`)."""
+    options = mlflow_server_options(port=port, data_dir=data_dir, backend_store_uri=backend_store_uri,
+                                    host=host, workers=workers)
+    if launch_mode(launch) == "direct":
+        return [python or sys.executable, str(ENTRY_SCRIPT), *entry_args, *options]
+    return [python or sys.executable, "-m", "mlflow", "server", *options]
 
 
 def mlflow_env(*, external: bool = False) -> dict[str, str]:
@@ -197,17 +240,25 @@ def start_mlflow(
     backend_store_uri: str | None = None,
     name: str = "MLflow",
     server: ServerPython | None = None,
+    launch: str | None = None,
 ) -> ManagedProcess:
     """Start (not wait for) the MLflow server; its log is ``data_dir/logs/mlflow.log``.
 
     ``server``: the interpreter to run it with (:func:`find_server_python`; default this one).
+    ``launch``: ``"direct"`` or ``"cli"`` (default :func:`launch_mode`). The default SQLite store
+    starts from the migrated template when there is one (:mod:`.mlflow_template`).
     """
     data_dir = Path(data_dir)
     (data_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    mode = launch_mode(launch)
+    python = server.executable if server else sys.executable
+    version = server.version if server else metadata.version("mlflow")
+    entry_args = [] if backend_store_uri else prepare_database(data_dir, version, python,
+                                                               direct=mode == "direct")
     proc = ManagedProcess(
         name,
         mlflow_command(port=port, data_dir=data_dir, backend_store_uri=backend_store_uri,
-                       python=server.executable if server else None),
+                       python=python, launch=mode, entry_args=entry_args),
         log_path=data_dir / "logs" / "mlflow.log",
         env=mlflow_env(external=bool(server and server.external)),
         cwd=data_dir,
