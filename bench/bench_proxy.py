@@ -140,7 +140,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"Where the overhead goes (p50): a bare request to the API service takes {hop:.2f} ms; forwarding "
         f"without auth (balancer route) adds {fwd - ajax:+.2f} ms over the same MLflow URL direct; the "
         f"authenticated proxy adds {p['p50'] - d['p50']:+.2f} ms. The cost is the second Python HTTP hop "
-        "(uvicorn + httpcore), not the (cached) key check."
+        "(uvicorn, the auth middleware, the upstream client), not the (cached) key check."
     )
     result["notes"].append(
         f"1-min load average during the loop: {min(loads):.2f} .. {max(loads):.2f} (2 cores)."

@@ -145,7 +145,7 @@ class ApiRuntime:
 
     @property
     def upstream_pool(self) -> UpstreamPool:
-        """The proxy's pooled upstream connections (httpcore; see upstream.py)."""
+        """The proxy's pooled upstream connections (asyncio streams parsed by httptools; upstream.py)."""
         if self._upstream_pool is None:
             raise RuntimeError("the API service's lifespan has not started (run it with lifespan='on')")
         return self._upstream_pool
