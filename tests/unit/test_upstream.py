@@ -170,14 +170,15 @@ def test_a_body_delimited_by_the_end_of_the_connection():
     asyncio.run(serve(handler, scenario))
 
 
-def test_an_idle_connection_the_server_closed_is_replaced():
-    async def handler(reader, writer, seen):
-        line, _, _ = await read_request(reader)
-        seen["requests"].append(line)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
-        # then close, as uvicorn does with an idle keep-alive connection
+async def answers_once_then_closes(reader, writer, seen):
+    """One answer per connection, then the close uvicorn gives an idle keep-alive connection."""
+    line, _, _ = await read_request(reader)
+    seen["requests"].append(line)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await writer.drain()
 
+
+def test_an_idle_connection_the_server_closed_is_replaced():
     async def scenario(url, seen):
         pool = UpstreamPool(2.0)
         assert await fetch(pool, "GET", url + "/1") == (200, b"ok")
@@ -185,19 +186,13 @@ def test_an_idle_connection_the_server_closed_is_replaced():
         assert await fetch(pool, "GET", url + "/2") == (200, b"ok")
         await pool.aclose()
 
-    seen = asyncio.run(serve(handler, scenario))
+    seen = asyncio.run(serve(answers_once_then_closes, scenario))
     assert seen["connections"] == 2 and len(seen["requests"]) == 2
 
 
 def test_a_request_the_server_closed_under_is_sent_again_once_if_it_has_no_body(monkeypatch):
     # The close crosses the request on the wire: the pool's idle check still saw an open connection.
     monkeypatch.setattr(_Connection, "idle_and_open", lambda self: True)
-
-    async def handler(reader, writer, seen):
-        line, _, _ = await read_request(reader)
-        seen["requests"].append(line)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
 
     async def scenario(url, seen):
         pool = UpstreamPool(2.0)
@@ -210,7 +205,7 @@ def test_a_request_the_server_closed_under_is_sent_again_once_if_it_has_no_body(
             await fetch(pool, "PUT", url + "/4", chunks(b"once"))
         await pool.aclose()
 
-    seen = asyncio.run(serve(handler, scenario))
+    seen = asyncio.run(serve(answers_once_then_closes, scenario))
     assert [line.split()[1] for line in seen["requests"]] == [b"/1", b"/2", b"/3"]
 
 
@@ -250,7 +245,7 @@ async def big_body() -> AsyncIterator[bytes]:
         await asyncio.sleep(0)
 
 
-def test_failures_are_httpx_errors_the_proxy_maps():
+def test_a_refused_connection_is_a_connect_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -263,44 +258,36 @@ def test_failures_are_httpx_errors_the_proxy_maps():
 
     asyncio.run(refused())
 
-    async def silent(reader, writer, seen):
-        await reader.read()  # never answers
 
-    async def times_out(url, seen):
-        pool = UpstreamPool(0.3)
-        with pytest.raises(httpx.TimeoutException):
-            await pool.open("GET", url + "/x", [], None)
+async def never_answers(reader, writer, seen):
+    await reader.read()
+
+
+async def answers_garbage(reader, writer, seen):
+    await read_request(reader)
+    writer.write(b"this is not HTTP\r\n\r\n")
+    await writer.drain()
+
+
+async def cuts_the_body(reader, writer, seen):
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+    await writer.drain()
+
+
+@pytest.mark.parametrize(("handler", "error"), [
+    (never_answers, httpx.TimeoutException),  # the proxy's 504
+    (answers_garbage, httpx.RemoteProtocolError),
+    (cuts_the_body, httpx.ReadError),
+])
+def test_failures_are_the_httpx_errors_the_proxy_maps(handler, error):
+    async def scenario(url, seen):
+        pool = UpstreamPool(0.5)
+        with pytest.raises(error):
+            await fetch(pool, "GET", url + "/x")
         await pool.aclose()
 
-    asyncio.run(serve(silent, times_out))
-
-    async def garbage(reader, writer, seen):
-        await read_request(reader)
-        writer.write(b"this is not HTTP\r\n\r\n")
-        await writer.drain()
-
-    async def protocol_error(url, seen):
-        pool = UpstreamPool(2.0)
-        with pytest.raises(httpx.RemoteProtocolError):
-            await pool.open("GET", url + "/x", [], None)
-        await pool.aclose()
-
-    asyncio.run(serve(garbage, protocol_error))
-
-    async def cut(reader, writer, seen):
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await writer.drain()
-
-    async def read_error(url, seen):
-        pool = UpstreamPool(2.0)
-        response = await pool.open("GET", url + "/x", [], None)
-        with pytest.raises(httpx.ReadError):
-            [chunk async for chunk in response.aiter_raw()]
-        await response.aclose()
-        await pool.aclose()
-
-    asyncio.run(serve(cut, read_error))
+    asyncio.run(serve(handler, scenario))
 
 
 def test_a_read_that_stops_midway_closes_the_connection_instead_of_reusing_it():
