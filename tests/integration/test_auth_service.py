@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_hokusai.stack.auth_service import HTML_503, WRITE_SCOPES, create_app
+from pytest_hokusai.stack.auth_schemas import WRITE_SCOPES
+from pytest_hokusai.stack.auth_service import HTML_503, create_app
 from pytest_hokusai.stack.config import STACK_TOKEN_HEADER, AuthServiceConfig
 from pytest_hokusai.stack.keystore import KeyStore
 from tests.support.postgres import PostgresUnavailable, postgres_server

@@ -41,44 +41,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth_common import VALIDATE_PATH, has_stack_token, request_store, require_admin, require_stack_token
 from .auth_keys import add_key_by_id_routes, add_key_routes
-from .auth_schemas import (
-    DEFAULT_SCOPES,
-    PRICE_PER_PREDICTION,
-    WRITE_SCOPES,
-    APIKeyCreate,
-    APIKeyInfo,
-    APIKeyResponse,
-    APIKeyValidation,
-    BillingInfo,
-    FaultSet,
-    UsageDebit,
-    UsageRecord,
-    UsageStats,
-    ValidationResult,
-)
+from .auth_schemas import FaultSet
 from .auth_usage import add_usage_routes
 from .auth_validation import add_validation_route
 from .config import STACK_TOKEN_HEADER, AuthServiceConfig, load_service_config
 from .faults import FAULTS, check_faults
 from .keystore import KeyStore, utcnow
 
-__all__ = [
-    "DEFAULT_SCOPES",
-    "HTML_503",
-    "PRICE_PER_PREDICTION",
-    "WRITE_SCOPES",
-    "APIKeyCreate",
-    "APIKeyInfo",
-    "APIKeyResponse",
-    "APIKeyValidation",
-    "BillingInfo",
-    "UsageDebit",
-    "UsageRecord",
-    "UsageStats",
-    "ValidationResult",
-    "app_from_env",
-    "create_app",
-]
+__all__ = ["HTML_503", "app_from_env", "create_app"]
 
 log = logging.getLogger("pytest_hokusai.stack.auth")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -20,12 +21,18 @@ __all__ = [
     "AuthServiceConfig",
     "dump_service_config",
     "load_service_config",
+    "user_cache_dir",
 ]
 
 CONFIG_ENV = "HOKUSAI_STACK_SERVICE_CONFIG"
 #: Header carrying the stack's admin token on the stack-control endpoints (``/_stack/...``).
 STACK_TOKEN_HEADER = "X-Hokusai-Stack-Token"
 POLICIES = ("write-scope", "registry-admin")
+
+
+def user_cache_dir() -> Path:
+    """``~/.cache/pytest-hokusai``: the stack's state file and its MLflow store templates."""
+    return Path.home() / ".cache" / "pytest-hokusai"
 
 
 @dataclass

@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from .config import user_cache_dir
 from .mlflow_entry import TEMPLATE_OPTION
 
 __all__ = ["CACHE_DIR_ENV", "DATABASE_NAME", "prepare_database", "template_path"]
@@ -33,7 +34,7 @@ _log = logging.getLogger(__name__)
 
 def cache_dir() -> Path:
     chosen = os.environ.get(CACHE_DIR_ENV, "").strip()
-    return Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "pytest-hokusai"
+    return Path(chosen).expanduser() if chosen else user_cache_dir()
 
 
 def template_path(mlflow_version: str, python: str) -> Path:

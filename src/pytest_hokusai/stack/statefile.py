@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import StackError
 from ..secret import Secret
-from .config import STACK_TOKEN_HEADER
+from .config import STACK_TOKEN_HEADER, user_cache_dir
 from .launcher import Stack
 from .mlflow_server import STATIC_PREFIX
 from .process import http_ok
@@ -50,7 +50,7 @@ _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def default_state_path() -> Path:
     """Where ``hokusai-stack up`` writes its state file by default: ``~/.cache/pytest-hokusai/stack.json``."""
-    return Path.home() / ".cache" / "pytest-hokusai" / "stack.json"
+    return user_cache_dir() / "stack.json"
 
 
 @dataclass

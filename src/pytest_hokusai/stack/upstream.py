@@ -93,8 +93,10 @@ class _Events:
 
     def on_headers_complete(self) -> None:
         self.head_done = True
-        # Read now: once the message is complete the parser has reset and says False.
+        # Read now: once the message is complete the parser has reset and says False. Then let
+        # go of the parser, which holds these callbacks (no reference cycle per request).
         self.keep_alive = bool(self.parser.should_keep_alive())
+        self.parser = None
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -146,12 +148,9 @@ class RawUpstreamResponse:
         if self._closed:
             return
         self._closed = True
-        reusable = self._finished and not self._until_eof and not self._no_body_mismatch() and self._events.keep_alive
+        # After a HEAD the parser still expects the body its headers announced (not complete): never reuse.
+        reusable = self._finished and self._events.complete and self._events.keep_alive
         self._pool.release(self._conn, reusable=reusable)
-
-    def _no_body_mismatch(self) -> bool:
-        # After a HEAD the parser still expects the body its headers announced: never reuse.
-        return self._no_body and not self._events.complete
 
 
 class UpstreamPool:
