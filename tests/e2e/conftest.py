@@ -268,9 +268,10 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _mlflow(stack: Any, method: str, path: str, body: Any = None) -> Any:
-    """MLflow's REST API at its own root (no proxy, no key): what an operator with access could use."""
+    """MLflow's REST API on its own server (no proxy, no key; under /mlflow from MLflow 3.12): what an
+    operator with access could use."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{stack.mlflow_url}/api/2.0/mlflow/{path}", data=data, method=method,
+    request = urllib.request.Request(f"{stack.mlflow_rest_url}/api/2.0/mlflow/{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
     with _OPENER.open(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
